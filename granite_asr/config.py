@@ -159,7 +159,8 @@ class SpeechConfig:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
         if self.encoder.input_dim % self.features.n_mels:
             raise ValueError(
-                f"encoder.input_dim {self.encoder.input_dim} is not a multiple of n_mels {self.features.n_mels}"
+                f"encoder.input_dim {self.encoder.input_dim} is not a multiple of "
+                f"n_mels {self.features.n_mels}"
             )
         if self.window_size % self.downsample_rate:
             raise ValueError("window_size must be a multiple of downsample_rate")
