@@ -1,0 +1,51 @@
+"""The character vocabulary of the char CTC head (SPEC §3.6): 348 labels, blank = 0.
+
+    chr(n) → n for n = 32..255 (printable ASCII + Latin-1);  Katakana U+30A1..U+30FC → 256..347;
+    0 = blank; 1..31 unused.
+
+Text outside the vocabulary (kanji, hiragana, other scripts) is mapped where a faithful mapping exists
+(hiragana → katakana; NFC/NFKC folding) and otherwise dropped, so CTC targets and forced alignment
+always see the same symbols.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+BLANK = 0
+SIZE = 348
+_KATA_FIRST, _KATA_LAST = 0x30A1, 0x30FC
+_HIRA_FIRST, _HIRA_LAST = 0x3041, 0x3096
+
+
+def char_to_id(ch: str) -> int | None:
+    o = ord(ch)
+    if 32 <= o <= 255:
+        return o
+    if _HIRA_FIRST <= o <= _HIRA_LAST:  # same reading; the head only has katakana
+        o += _KATA_FIRST - _HIRA_FIRST
+    if _KATA_FIRST <= o <= _KATA_LAST:
+        return 256 + o - _KATA_FIRST
+    return None
+
+
+def id_to_char(i: int) -> str:
+    if 32 <= i <= 255:
+        return chr(i)
+    if 256 <= i < SIZE:
+        return chr(_KATA_FIRST + i - 256)
+    return ""
+
+
+def normalize(text: str) -> str:
+    """NFKC (full-width Latin → ASCII, compatibility forms), then NFC so accents compose into Latin-1."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFKC", text))
+
+
+def encode(text: str) -> list[int]:
+    """Text → label ids (1..347); characters the head cannot spell are dropped."""
+    return [i for i in (char_to_id(c) for c in normalize(text)) if i is not None]
+
+
+def decode(ids) -> str:
+    return "".join(id_to_char(int(i)) for i in ids)

@@ -1,0 +1,36 @@
+"""CTC-only decoding on the encoder's two heads (SPEC §3.6): the fastest path, no LLM.
+
+- char head (348 labels, blank 0): greedy → collapse → characters (`granite_asr.char_vocab`);
+- BPE head (`encoder.out_bpe`): posterior-pooled frames → greedy → collapse → token ids with the
+  checkpoint's label scheme (2b's out_llm: blank 0, id = label − 1; NAR: blank = <|end_of_text|>).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import char_vocab
+from ..model.conformer import EncoderOutput
+from ..model.ctc import greedy_decode
+
+
+@torch.inference_mode()
+def encode(
+    model: nn.Module, input_features: torch.Tensor, feature_lengths: torch.Tensor | None
+) -> EncoderOutput:
+    dtype = next(model.encoder.parameters()).dtype
+    return model.encoder(input_features.to(dtype), feature_lengths)
+
+
+def char_greedy(model: nn.Module, enc: EncoderOutput, final: bool = False) -> list[str]:
+    """Greedy char-CTC transcripts from the mid-layer head (or the last block with `final=True`)."""
+    logits = model.encoder.char_logits(enc, final=final)
+    return [char_vocab.decode(ids) for ids in greedy_decode(logits, enc.lengths, char_vocab.BLANK)]
+
+
+def bpe_greedy(model: nn.Module, enc: EncoderOutput) -> list[list[int]]:
+    """Greedy BPE-CTC token ids (the NAR draft; 2b's self-speculative draft, SPEC §5.8)."""
+    logits, lengths = model.encoder.bpe_logits(enc)
+    cfg = model.config
+    return greedy_decode(logits, lengths, cfg.bpe_blank_id, cfg.bpe_label_offset)
