@@ -1,4 +1,5 @@
 PY ?= python3
+MODEL ?=
 
 .PHONY: setup setup-dev demo test lint fmt
 
@@ -9,7 +10,7 @@ setup-dev:
 	$(PY) -m pip install -q -e ".[dev]"
 
 demo: setup
-	$(PY) -m granite_asr.demo
+	$(PY) -m granite_asr.demo $(if $(MODEL),--model $(MODEL),)
 
 test: setup-dev
 	$(PY) -m pytest -q

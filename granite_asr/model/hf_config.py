@@ -146,11 +146,12 @@ def infer_bpe_scheme(
     """(bpe_blank_id, bpe_label_offset) for a BPE head of `width` labels, or None if undecidable.
 
     The head covers the Granite-4 text tokens, i.e. the LLM vocabulary without `<|audio|>` when the audio
-    token sits inside it (AR: 100353 − 1 = 100352; NAR: 100352). One label more → blank is label 0 and
+    token is appended as the last id (AR: 100353 − 1 = 100352; NAR: 100352). Our own small models keep
+    `<|audio|>` inside their tokenizer; their head is then one wider than the whole vocabulary. One label more → blank is label 0 and
     token = label − 1 (AR `out_llm.safetensors`, NAR rev 7d20732d); exactly as many → labels are token ids
     and blank is `blank_token_id` (NAR rev 99a4df9). SPEC §3.6, §6.5.
     """
-    text_tokens = vocab_size - 1 if 0 <= audio_token_index < vocab_size else vocab_size
+    text_tokens = vocab_size - 1 if audio_token_index == vocab_size - 1 else vocab_size
     if width == text_tokens + 1:
         return 0, 1
     if width == text_tokens:
