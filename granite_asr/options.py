@@ -1,0 +1,83 @@
+"""Run-time options, defined once and shared by the single-file, batched, CLI, server and corpus paths.
+
+`TranscribeOptions.validate(config)` rejects what a variant cannot do before any compute
+(translation on NAR/Plus, Japanese on NAR/Plus, speakers/timestamps off Plus, …).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .prompts import validate_task
+
+MODES = ("auto", "ar", "nar", "ctc", "speculative")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How tokens are chosen (engine level)."""
+
+    mode: str = "auto"  # auto → the best the variant supports: "ar" for ar/plus, "nar" for nar
+    beam_size: int = 1
+    max_new_tokens: int = 448
+    batch_size: int | None = None  # None: engine picks from the audio length budget
+    # Repetition guard (SPEC §10: runaway loops on short/silent chunks): stop a row whose last
+    # `repeat_window` tokens repeat an n-gram more than `max_repeats` times.
+    max_repeats: int = 8
+    repeat_window: int = 64
+    length_penalty: float = 1.0
+    # Self-speculative decoding thresholds (SPEC §5.8; leaderboard values).
+    confidence_threshold: float = 0.4
+    ctc_threshold: float = 0.0
+
+    def resolved_mode(self, variant: str) -> str:
+        if self.mode == "auto":
+            return "nar" if variant == "nar" else "ar"
+        return self.mode
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Everything `model.transcribe(...)` accepts, for every path."""
+
+    task: str = "transcribe"  # or "translate"
+    language: str | None = None
+    target_language: str | None = None  # translate: default English
+    keywords: tuple[str, ...] = ()
+    punctuated: bool = True
+    word_timestamps: bool = False
+    speakers: bool = False
+    decode: DecodeOptions = dataclasses.field(default_factory=DecodeOptions)
+    # Long-form: windows of at most `chunk_seconds`, cut at VAD pauses (or CTC blank runs).
+    chunk_seconds: float = 30.0
+    vad: bool = True
+    progress: bool = True
+
+    def replace(self, **changes: Any) -> TranscribeOptions:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, variant: str) -> None:
+        """Raise ValueError for anything the variant cannot do (before any compute)."""
+        if self.decode.mode not in MODES:
+            raise ValueError(f"unknown mode {self.decode.mode!r}; choose from {MODES}")
+        if self.decode.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        mode = self.decode.resolved_mode(variant)
+        if mode == "nar" and variant != "nar":
+            raise ValueError(f"mode 'nar' needs a 2b-nar model, not {variant!r}")
+        if mode == "ar" and variant == "nar":
+            raise ValueError("mode 'ar' needs an autoregressive model (2b or 2b-plus)")
+        if mode in ("nar", "ctc") and self.task == "translate":
+            raise ValueError(f"mode {mode!r} cannot translate; use mode 'ar' with a 2b model")
+        validate_task(
+            variant,
+            self.task,
+            self.language,
+            self.target_language or ("en" if self.task == "translate" else None),
+            speakers=self.speakers,
+            timestamps=False,  # word timestamps come from CTC alignment on every variant
+            keywords=list(self.keywords) or None,
+            prefix_text=None,
+        )
