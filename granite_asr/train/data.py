@@ -1,0 +1,155 @@
+"""Training data: corpus manifests → cached stacked log-mel features → length-bucketed batches.
+
+Legend: B batch, T encoder frames (after stacking), D stacked mel width (n_mels × frames stacked).
+
+Features are computed once per split with the same `FeatureExtractor` inference uses (so training and
+inference see identical inputs) and stored as one float16 memmap plus a JSON index; a 2-core machine
+then spends its time on the model, not on STFTs. SpecAugment is applied on the fly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..audio.features import FeatureExtractor
+from ..config import SpeechConfig
+
+
+@dataclass(frozen=True)
+class Utterance:
+    index: int  # row in the cache
+    offset: int  # first frame in the memmap
+    frames: int
+    text: str
+    lang: str
+    translation: dict  # {lang: text}
+    extra: dict  # manifest fields kept as-is (words, speakers, voice, ...)
+
+
+class FeatureCache:
+    """One split's features: `<dir>/<split>.f16` (ΣT, D) memmap and `<split>.json` index."""
+
+    def __init__(self, directory: Path, split: str):
+        self.directory, self.split = Path(directory), split
+        meta = json.loads((self.directory / f"{split}.json").read_text("utf-8"))
+        self.dim = meta["dim"]
+        self.items = [Utterance(**u) for u in meta["items"]]
+        total = sum(u.frames for u in self.items)
+        self.feats = np.memmap(self.directory / f"{split}.f16", np.float16, "r", shape=(total, self.dim))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def features(self, u: Utterance) -> np.ndarray:
+        return np.asarray(self.feats[u.offset : u.offset + u.frames], dtype=np.float32)
+
+    @staticmethod
+    def build(manifest: Path, directory: Path, split: str, config: SpeechConfig) -> FeatureCache:
+        """Compute features for every row of a corpus manifest (skips if already built for this config)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        index = directory / f"{split}.json"
+        key = {
+            "manifest": str(manifest),
+            "features": config.features.__dict__,
+            "dim": config.encoder.input_dim,
+        }
+        if index.exists() and json.loads(index.read_text("utf-8")).get("key") == key:
+            return FeatureCache(directory, split)
+        fx = FeatureExtractor.from_config(config)
+        rows = [json.loads(line) for line in Path(manifest).read_text("utf-8").splitlines() if line.strip()]
+        items, offset = [], 0
+        with open(directory / f"{split}.f16", "wb") as out:
+            for i, row in enumerate(rows):
+                audio, sr = sf.read(Path(manifest).parent / row["audio"], dtype="float32")
+                if sr != config.features.sample_rate:
+                    raise ValueError(f"{row['audio']}: corpus audio must be {config.features.sample_rate} Hz")
+                feats = fx.clip_features(audio).numpy().astype(np.float16)  # (T, D)
+                out.write(feats.tobytes())
+                extra = {k: v for k, v in row.items() if k not in ("audio", "text", "lang", "translation")}
+                items.append(
+                    dict(
+                        index=i,
+                        offset=offset,
+                        frames=int(feats.shape[0]),
+                        text=row["text"],
+                        lang=row["lang"],
+                        translation=row.get("translation") or {},
+                        extra=extra,
+                    )
+                )
+                offset += feats.shape[0]
+        meta = {"key": key, "dim": config.encoder.input_dim, "items": items}
+        index.write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
+        return FeatureCache(directory, split)
+
+
+@dataclass
+class FeatureBatch:
+    features: torch.Tensor  # (B, T, D)
+    lengths: torch.Tensor  # (B,)
+    items: list[Utterance]
+
+
+def bucket_batches(
+    items: list[Utterance], max_frames: int, max_batch: int, rng: np.random.Generator | None
+) -> list[list[Utterance]]:
+    """Group similar lengths so padding is small; each batch holds ≤ max_frames padded frames."""
+    order = sorted(items, key=lambda u: (u.frames, u.index))
+    if rng is not None:  # shuffle within length-neighbourhoods so epochs differ
+        keys = np.array([u.frames for u in order], dtype=np.float64) * rng.uniform(0.9, 1.1, len(order))
+        order = [order[i] for i in np.argsort(keys, kind="stable")]
+    batches, cur = [], []
+    for u in order:
+        width = max([u.frames] + [c.frames for c in cur])
+        if cur and (width * (len(cur) + 1) > max_frames or len(cur) >= max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(u)
+    if cur:
+        batches.append(cur)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def spec_augment(
+    x: torch.Tensor, lengths: torch.Tensor, n_mels: int, rng: np.random.Generator
+) -> torch.Tensor:
+    """Two frequency masks (≤ 15 % of the mel bins, same bins in every stacked frame) and time masks
+    (one per ~2 s, ≤ 5 % each). x (B, T, D) in place-safe copy."""
+    x = x.clone()
+    b, t, d = x.shape
+    stack = d // n_mels
+    view = x.view(b, t, stack, n_mels)  # (B, T, s, n_mels)
+    for i in range(b):
+        n = int(lengths[i])
+        for _ in range(2):
+            w = int(rng.integers(0, max(1, int(0.15 * n_mels))))
+            f0 = int(rng.integers(0, n_mels - w + 1))
+            view[i, :, :, f0 : f0 + w] = 0.0
+        for _ in range(max(1, n // 50)):
+            w = int(rng.integers(0, max(1, int(0.05 * n)) + 1))
+            t0 = int(rng.integers(0, max(1, n - w)))
+            view[i, t0 : t0 + w] = 0.0
+    return x
+
+
+def collate(cache: FeatureCache, batch: list[Utterance]) -> FeatureBatch:
+    width = max(u.frames for u in batch)
+    feats = torch.zeros(len(batch), width, cache.dim)
+    for i, u in enumerate(batch):
+        feats[i, : u.frames] = torch.from_numpy(cache.features(u))
+    lengths = torch.tensor([u.frames for u in batch])
+    return FeatureBatch(feats, lengths, batch)
+
+
+def epoch_batches(cache: FeatureCache, max_seconds: float, frame_seconds: float, max_batch: int, seed: int):
+    max_frames = int(math.ceil(max_seconds / frame_seconds))
+    return bucket_batches(cache.items, max_frames, max_batch, np.random.default_rng(seed))

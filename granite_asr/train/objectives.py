@@ -1,0 +1,167 @@
+"""Training objectives of each recipe stage (issue 4 §3), as `loss(model, batch) -> {"loss": …, …}`.
+
+Legend: B batch, T encoder frames, K BPE frames, L token positions, V vocabulary.
+
+- encoder (a): char CTC on the last block (`encoder.out`) + char CTC at the self-conditioning layer
+  (the mid-layer logits that feed back, SPEC §3.4) + BPE CTC on the posterior-pooled frames (SPEC §3.6).
+- lm: next-token prediction on text (the small decoder learns language before speech; NOTES).
+- speech (b): the AR model on ASR / AST prompts; loss on the answer tokens only.
+- nar (c): CTC over the edit slots against the reference tokens (SPEC §6.1).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import char_vocab
+from ..prompts import build_prompt, expand_audio_tokens
+from .data import FeatureBatch
+
+IGNORE = -100
+
+
+@lru_cache(maxsize=200_000)
+def char_targets(text: str, lang: str) -> tuple[int, ...]:
+    """What the char head learns to spell: lower case, letters/digits/apostrophes, single spaces;
+    Japanese as its katakana reading (the head has katakana only, SPEC §3.6)."""
+    if lang == "ja":
+        from ..data.text import to_kana
+
+        text = to_kana(text)
+    text = unicodedata.normalize("NFC", text).lower()
+    text = re.sub(r"[^\w'\s\u30a1-\u30fc]|_", " ", text)
+    return tuple(char_vocab.encode(" ".join(text.split())))
+
+
+def _ctc(logits: torch.Tensor, lengths: torch.Tensor, targets: list, blank: int) -> torch.Tensor:
+    """Mean CTC over the batch; logits (B, T, V); unusable rows (target longer than input) are skipped."""
+    logp = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
+    tl = torch.tensor([len(t) for t in targets])
+    flat = torch.tensor([x for t in targets for x in t], dtype=torch.long)
+    loss = F.ctc_loss(logp, flat, lengths, tl, blank=blank, reduction="none", zero_infinity=True)
+    ok = tl > 0
+    return (loss[ok] / tl[ok].clamp_min(1)).mean() if ok.any() else loss.sum() * 0
+
+
+@dataclass(frozen=True)
+class EncoderWeights:
+    char_final: float = 1.0
+    char_mid: float = 0.3
+    bpe: float = 0.5
+
+
+def encoder_loss(
+    model: nn.Module, batch: FeatureBatch, tokenizer, w: EncoderWeights = EncoderWeights()
+) -> dict:
+    enc = model.encoder(batch.features, batch.lengths)
+    chars = [char_targets(u.text, u.lang) for u in batch.items]
+    out = {
+        "char": _ctc(model.encoder.out(enc.last), enc.lengths, chars, char_vocab.BLANK),
+        "char_mid": _ctc(enc.mid_logits, enc.lengths, chars, char_vocab.BLANK),
+    }
+    loss = w.char_final * out["char"] + w.char_mid * out["char_mid"]
+    if hasattr(model.encoder, "out_bpe") and w.bpe:
+        cfg = model.config
+        logits, k = model.encoder.bpe_logits(enc)
+        toks = [[t + cfg.bpe_label_offset for t in tokenizer.encode(u.text)] for u in batch.items]
+        out["bpe"] = _ctc(logits, k, toks, cfg.bpe_blank_id)
+        loss = loss + w.bpe * out["bpe"]
+    out["loss"] = loss
+    return out
+
+
+def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """batch: ids (B, L) right-padded, valid (B, L) bool. Next-token CE on valid positions."""
+    ids, valid = batch
+    lm = model.language_model
+    pos = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    hidden = lm(lm.embed(ids), valid, pos)
+    logits = lm.logits(hidden[:, :-1]).float()
+    labels = ids[:, 1:].masked_fill(~valid[:, 1:], IGNORE)
+    return {
+        "loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+    }
+
+
+# ----------------------------------------------------------------------------------------- speech (b)
+@dataclass(frozen=True)
+class SpeechExample:
+    prompt: str
+    answer: str
+
+
+def speech_examples(batch: FeatureBatch, variant: str, rng, p_translate: float) -> list[SpeechExample]:
+    """ASR for most items; X→en or en→X translation where the manifest has a parallel text."""
+    out = []
+    for u in batch.items:
+        targets = [lang for lang in u.translation if lang != u.lang]
+        if variant == "ar" and targets and rng.random() < p_translate:
+            tgt = "en" if "en" in targets else targets[int(rng.integers(len(targets)))]
+            prompt = build_prompt(variant, task="translate", language=u.lang, target_language=tgt)
+            out.append(SpeechExample(prompt, u.translation[tgt]))
+        else:
+            out.append(SpeechExample(build_prompt(variant, language=u.lang), u.text))
+    return out
+
+
+def speech_inputs(model: nn.Module, tokenizer, batch: FeatureBatch, examples: list[SpeechExample]):
+    """Right-padded ids (B, L), valid mask and labels with the prompt masked out."""
+    counts = model.geometry.audio_tokens(batch.lengths).tolist()
+    rows, labels = [], []
+    for ex, n in zip(examples, counts, strict=True):
+        p = tokenizer.encode(expand_audio_tokens(ex.prompt, int(n)))
+        a = tokenizer.encode(ex.answer) + [tokenizer.eos_id]
+        rows.append(p + a)
+        labels.append([IGNORE] * len(p) + a)
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for i, (r, lb) in enumerate(zip(rows, labels, strict=True)):
+        ids[i, : len(r)] = torch.tensor(r)
+        lab[i, : len(lb)] = torch.tensor(lb)
+    valid = torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]
+    return ids, valid, lab
+
+
+def speech_loss(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]) -> dict:
+    ids, valid, labels = speech_inputs(model, tokenizer, batch, examples)
+    out = model(ids, batch.features, valid.long(), feature_lengths=batch.lengths)
+    logits = out.logits[:, :-1].float()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+    return {"loss": ce}
+
+
+# ----------------------------------------------------------------------------------------- nar (c)
+def nar_loss(model: nn.Module, batch: FeatureBatch, tokenizer, draft_dropout: float, rng) -> dict:
+    """CTC over the slot logits (blank = blank_token_id) against the reference tokens (SPEC §6.1).
+
+    The draft comes from the frozen encoder's BPE head; with probability `draft_dropout` per token it is
+    corrupted (deleted or replaced) so the editor also learns to insert and substitute.
+    """
+    with torch.no_grad():
+        enc = model.encoder(batch.features, batch.lengths)
+        drafts = model.draft(enc)
+    valid = torch.arange(enc.features.shape[1])[None] < enc.lengths[:, None]
+    audio = model.projector(enc.features, valid)
+    if model.config.scale_projected_embeddings:
+        audio = audio / model.config.text.embedding_multiplier
+    counts = model.geometry.audio_tokens(enc.lengths)
+    vocab = model.config.text.vocab_size
+    noisy = []
+    for d in drafts:
+        keep = [t for t in d if rng.random() >= draft_dropout / 2]
+        noisy.append([int(rng.integers(vocab)) if rng.random() < draft_dropout / 2 else t for t in keep])
+    packed = model.pack([audio[i, : int(n)] for i, n in enumerate(counts)], [model.slots(d) for d in noisy])
+    slot_logits = model.edit(packed)
+    refs = [tokenizer.encode(u.text) for u in batch.items]
+    width = max(lg.shape[0] for lg in slot_logits)
+    logits = torch.stack([F.pad(lg, (0, 0, 0, width - lg.shape[0])) for lg in slot_logits])
+    lengths = torch.tensor([lg.shape[0] for lg in slot_logits])
+    return {"loss": _ctc(logits, lengths, refs, model.config.blank_token_id)}

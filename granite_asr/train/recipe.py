@@ -1,0 +1,224 @@
+"""One command per training stage (issue 4 §3), IBM-style: tokenizer → lm → encoder → speech → nar.
+
+    python -m granite_asr.train tokenizer --out runs/default/tokenizer --vocab 8192 --seed 0
+    python -m granite_asr.train lm      --tokenizer runs/default/tokenizer --out runs/default/lm
+    python -m granite_asr.train encoder --init runs/default/lm/latest --corpus data/corpus --out runs/default/encoder
+    python -m granite_asr.train speech  --init runs/default/encoder/latest --corpus data/corpus --out runs/default/speech
+    python -m granite_asr.train nar     --init runs/default/speech/latest --corpus data/corpus --out runs/default/nar
+
+Every stage writes `<out>/latest` in the official checkpoint layout and resumes from it when re-run.
+`--init` also accepts the official checkpoints (a directory or hub id), so the same stages fine-tune
+2b / 2b-nar / 2b-plus (use `--lora-r` to train adapters and merge them on save).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import SpeechConfig, preset
+from ..model.build import build_model
+from ..model.checkpoint import load_pretrained
+from ..model.lora import apply_lora, merge_lora
+from ..tokenizer import Tokenizer
+from . import objectives as obj
+from .data import FeatureCache, collate, epoch_batches, spec_augment
+from .loop import LoopConfig, Trainer
+from .text_data import lm_batches, train_tokenizer, training_text
+
+LANGS = ("en", "fr", "de", "es", "pt", "ja")
+
+
+def _config_for_tokenizer(base: SpeechConfig, tok: Tokenizer) -> SpeechConfig:
+    """Fit a preset to a trained tokenizer: vocabulary, special ids, BPE head width (+1 for blank)."""
+    text = dataclasses.replace(
+        base.text,
+        vocab_size=tok.vocab_size,
+        bos_token_id=tok.eos_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
+    enc = dataclasses.replace(base.encoder, bpe_output_dim=tok.vocab_size)  # text tokens + blank
+    return base.replace(
+        text=text, encoder=enc, audio_token_index=tok.audio_token_id, blank_token_id=tok.eos_id,
+        bpe_blank_id=0, bpe_label_offset=1,
+    )  # fmt: skip
+
+
+def _freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...]) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(prefixes)
+
+
+def _feature_batches(model, args, split="train"):
+    cache = FeatureCache.build(Path(args.corpus) / f"{split}.jsonl", Path(args.cache), split, model.config)
+    rng = np.random.default_rng(args.seed)
+    epoch = 0
+    while True:
+        for b in epoch_batches(
+            cache, args.batch_seconds, model.geometry.encoder_frame_seconds, 64, args.seed + epoch
+        ):
+            fb = collate(cache, b)
+            if args.spec_augment:
+                fb.features = spec_augment(fb.features, fb.lengths, model.config.features.n_mels, rng)
+            yield fb
+        epoch += 1
+
+
+def _loop_config(args, recipe: dict) -> LoopConfig:
+    return LoopConfig(
+        out_dir=args.out, steps=args.steps, lr=args.lr, warmup=args.warmup, bf16=not args.fp32,
+        log_every=args.log_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes, seed=args.seed,
+        recipe={**recipe, "argv": vars(args)},
+    )  # fmt: skip
+
+
+def _train(model, args, loss_fn, batches, recipe: dict) -> None:
+    torch.manual_seed(args.seed)
+    trainer = Trainer(model, _loop_config(args, recipe), loss_fn)
+    if trainer.try_resume():
+        print(f"resumed {args.out} at step {trainer.step}", flush=True)
+    trainer.run(batches)
+    if args.lora_r:
+        merge_lora(model)
+        trainer.save()
+
+
+def _load_init(args) -> torch.nn.Module:
+    model = load_pretrained(args.init, dtype=torch.float32)
+    if model.tokenizer is None:
+        raise SystemExit(f"{args.init}: the checkpoint has no tokenizer.json")
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def stage_tokenizer(args) -> None:
+    docs = training_text(tuple(args.langs.split(",")), args.seed)
+    path = train_tokenizer(docs, args.vocab, Path(args.out))
+    print(json.dumps({"tokenizer": str(path), "documents": len(docs)}))
+
+
+def stage_lm(args) -> None:
+    tok = Tokenizer.from_dir(args.tokenizer)
+    if args.init:
+        model = _load_init(args)
+    else:
+        model = build_model(_config_for_tokenizer(preset(args.preset), tok))
+        model.tokenizer = tok
+    _freeze_all_but(model, ("language_model.",))
+    docs = training_text(tuple(args.langs.split(",")), args.seed)
+    batches = lm_batches(docs, model.tokenizer, args.batch_tokens, 128, args.seed)
+    _train(model, args, obj.lm_loss, batches, {"stage": "lm", "documents": len(docs)})
+
+
+def stage_encoder(args) -> None:
+    model = _load_init(args)
+    _freeze_all_but(model, ("encoder.",))
+    tok = model.tokenizer
+    _train(
+        model,
+        args,
+        lambda m, b: obj.encoder_loss(m, b, tok),
+        _feature_batches(model, args),
+        {"stage": "encoder"},
+    )
+
+
+def stage_speech(args) -> None:
+    model = _load_init(args)
+    _freeze_all_but(model, ("projector.", "language_model."))
+    if args.lora_r:
+        apply_lora(model.language_model, r=args.lora_r, alpha=2 * args.lora_r)
+        for name, p in model.named_parameters():
+            p.requires_grad = p.requires_grad or name.startswith("projector.")
+    tok, rng = model.tokenizer, np.random.default_rng(args.seed + 1)
+
+    def loss(m, b):
+        return obj.speech_loss(m, b, tok, obj.speech_examples(b, m.variant, rng, args.p_translate))
+
+    _train(model, args, loss, _feature_batches(model, args), {"stage": "speech"})
+
+
+def stage_nar(args) -> None:
+    """Build the NAR sibling from an AR checkpoint: same encoder and LLM weights, a new NLE projector."""
+    ar = _load_init(args)
+    from ..config import NarProjectorConfig
+
+    c = ar.config
+    taps = tuple(max(1, round(c.encoder.num_layers * f)) for f in (0.25, 0.5, 0.75)) + (-1,)
+    proj = NarProjectorConfig(
+        encoder_dim=c.encoder.hidden_dim, num_encoder_layers=4, hidden_size=c.text.hidden_size,
+        num_heads=max(1, c.text.hidden_size // 64), block_size=c.window_size, downsample_rate=c.downsample_rate,
+        llm_dim=c.text.hidden_size,
+    )  # fmt: skip
+    cfg = c.replace(variant="nar", projector=proj, encoder_layer_indices=taps)
+    model = build_model(cfg)
+    own = model.state_dict()
+    model.load_state_dict(
+        {
+            k: v
+            for k, v in ar.state_dict().items()
+            if k in own and k.startswith(("encoder.", "language_model."))
+        },
+        strict=False,
+    )
+    model.tokenizer = ar.tokenizer
+    _freeze_all_but(model, ("projector.", "language_model."))
+    tok, rng = ar.tokenizer, np.random.default_rng(args.seed + 2)
+    batches = _feature_batches(model, args)
+    _train(
+        model, args, lambda m, b: obj.nar_loss(m, b, tok, args.draft_dropout, rng), batches, {"stage": "nar"}
+    )
+
+
+STAGES = {
+    "tokenizer": stage_tokenizer,
+    "lm": stage_lm,
+    "encoder": stage_encoder,
+    "speech": stage_speech,
+    "nar": stage_nar,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="granite-asr train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("stage", choices=sorted(STAGES))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--init", help="checkpoint directory or hub id to start from")
+    ap.add_argument("--tokenizer", help="directory with tokenizer.json (lm stage without --init)")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--corpus", help="corpus directory with train.jsonl (granite_asr.data.corpus)")
+    ap.add_argument(
+        "--cache", default=None, help="feature cache directory (default: <corpus>/features-<preset>)"
+    )
+    ap.add_argument("--langs", default=",".join(LANGS))
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--batch-seconds", type=float, default=160.0, help="audio per batch (padded)")
+    ap.add_argument("--batch-tokens", type=int, default=6000, help="lm stage: tokens per batch")
+    ap.add_argument("--spec-augment", action="store_true")
+    ap.add_argument("--p-translate", type=float, default=0.3)
+    ap.add_argument("--draft-dropout", type=float, default=0.1)
+    ap.add_argument("--lora-r", type=int, default=0)
+    ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument("--max-minutes", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.corpus and not args.cache:
+        args.cache = str(Path(args.corpus) / "features")
+    STAGES[args.stage](args)
