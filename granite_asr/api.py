@@ -1,15 +1,21 @@
 """Top-level entry points: `load_model` (checkpoint directory, hub id, or the embedded default) and
-`build_model` (random weights from a preset)."""
+`build_model` (random weights from a preset).
+
+Both return plain `nn.Module`s with one extra instance attribute, `model.transcribe(...)` (issue 3's API),
+a bound method set here so that model code never imports the transcription layer (pipeline rule:
+audio → model → decoding → engine → transcribe → api/cli). `copy.deepcopy` rebinds it to the copy.
+"""
 
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .model.build import build_model
+from .model.build import build_model as _build_model
 from .model.checkpoint import load_pretrained
 
 # The embedded default model ships inside the package (training issue); its directory is the official layout.
@@ -34,7 +40,21 @@ def load_model(
                 f"no embedded default model at {EMBEDDED_DIR}; pass a checkpoint directory or hub id"
             )
         path_or_hub_id = EMBEDDED_DIR
-    return load_pretrained(path_or_hub_id, device=device, dtype=dtype, revision=revision)
+    model = load_pretrained(path_or_hub_id, device=device, dtype=dtype, revision=revision)
+    return _with_transcribe(model)
+
+
+def _with_transcribe(model: nn.Module) -> nn.Module:
+    """Bind `granite_asr.transcribe.pipeline.transcribe_method` as `model.transcribe`."""
+    from .transcribe.pipeline import transcribe_method
+
+    model.transcribe = types.MethodType(transcribe_method, model)
+    return model
+
+
+def build_model(config, *, device="cpu", dtype: torch.dtype | None = None) -> nn.Module:
+    """`granite_asr.model.build.build_model` (random weights) with `model.transcribe` attached."""
+    return _with_transcribe(_build_model(config, device=device, dtype=dtype))
 
 
 __all__ = ["load_model", "build_model"]

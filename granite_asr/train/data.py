@@ -70,7 +70,7 @@ class FeatureCache:
                 audio, sr = sf.read(Path(manifest).parent / row["audio"], dtype="float32")
                 if sr != config.features.sample_rate:
                     raise ValueError(f"{row['audio']}: corpus audio must be {config.features.sample_rate} Hz")
-                feats = fx.clip_features(audio).numpy().astype(np.float16)  # (T, D)
+                feats = fx.clip_features(torch.from_numpy(audio)).numpy().astype(np.float16)  # (T, D)
                 out.write(feats.tobytes())
                 extra = {k: v for k, v in row.items() if k not in ("audio", "text", "lang", "translation")}
                 items.append(

@@ -155,7 +155,7 @@ class Trainer:
                 self.opt.step()
             self.step += 1
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             n += 1
             if self.step % cfg.log_every == 0:
                 rec = {"step": self.step, **{k: v / n for k, v in sums.items()}}

@@ -98,7 +98,10 @@ def _load_init(args) -> torch.nn.Module:
 
 # ----------------------------------------------------------------------------------------------- stages
 def stage_tokenizer(args) -> None:
-    docs = training_text(tuple(args.langs.split(",")), args.seed)
+    if args.text:
+        docs = [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
+    else:
+        docs = training_text(tuple(args.langs.split(",")), args.seed)
     path = train_tokenizer(docs, args.vocab, Path(args.out))
     print(json.dumps({"tokenizer": str(path), "documents": len(docs)}))
 
@@ -111,7 +114,10 @@ def stage_lm(args) -> None:
         model = build_model(_config_for_tokenizer(preset(args.preset), tok))
         model.tokenizer = tok
     _freeze_all_but(model, ("language_model.",))
-    docs = training_text(tuple(args.langs.split(",")), args.seed)
+    if args.text:  # one document per line (domain text, tests)
+        docs = [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
+    else:
+        docs = training_text(tuple(args.langs.split(",")), args.seed)
     batches = lm_batches(docs, model.tokenizer, args.batch_tokens, 128, args.seed)
     _train(model, args, obj.lm_loss, batches, {"stage": "lm", "documents": len(docs)})
 
@@ -199,6 +205,10 @@ def parser() -> argparse.ArgumentParser:
         "--cache", default=None, help="feature cache directory (default: <corpus>/features-<preset>)"
     )
     ap.add_argument("--langs", default=",".join(LANGS))
+    ap.add_argument(
+        "--text",
+        help="tokenizer/lm stages: a text file, one document per line (default: offline corpus text)",
+    )
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -1,0 +1,242 @@
+"""The batched engine: 16 kHz audio arrays → token ids, text and char-CTC posteriors (issue 3 item 1).
+
+Legend:
+    B  rows in a batch    T  encoder frames    L  prompt length    E  LLM width    C  char labels (348)
+
+Per length bucket (`batching.py`): features → the encoder runs ONCE → one decoding mode:
+
+- "ar":          prompt + audio embeddings → greedy or beam search over the KV cache (SPEC §5.6–5.7);
+- "nar":         BPE draft → slots → one packed bidirectional editing pass (SPEC §6.2);
+- "ctc":         the BPE CTC head, or the char head on a model without one (Plus), no LLM (SPEC §3.6);
+- "speculative": BPE draft, verified by one LLM pass, AR fallback per row (SPEC §5.8).
+
+Every item also gets its char-CTC log-posteriors from the same encoder pass, for word alignment.
+Each clip is featurised alone and the encoder masks padding, so a clip gives the same tokens alone
+and inside any batch (tested), which makes bucketing free to reorder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..audio.features import AudioBatch, FeatureExtractor
+from ..decoding.beam import autoregressive
+from ..decoding.ctc import char_greedy
+from ..decoding.ctc import encode as encode_only
+from ..decoding.greedy import Hypothesis, prefill
+from ..decoding.speculative import ctc_scored, speculative_decode
+from ..lengths import FrameGeometry, lengths_to_mask
+from ..model.checkpoint import _cast_persistent
+from ..model.conformer import EncoderOutput
+from ..options import TranscribeOptions
+from ..prompts import build_prompt, encode_prompts
+from .batching import BatchPlan, auto_limits, plan_batches
+
+
+@dataclass(frozen=True, eq=False)
+class EngineResult:
+    """One input clip's decode. `text` is tokenizer-decoded with special tokens skipped, stripped.
+
+    mode_used: "ar" | "nar" | "ctc" | "speculative-ctc" | "speculative-verified" | "speculative-ar"
+    char_logits: (T, 348) float32 on CPU, log_softmax of the char-CTC head (blank = 0)
+    draft_tokens: the BPE-CTC draft (nar and speculative modes), else ()
+    stop_reason: "eos" | "length" | "repeat" for AR-decoded rows, "draft" for accepted drafts, "" otherwise
+    tokens / token_logprobs are () for CTC on the char head (Plus has no BPE head; only `text` is set).
+    """
+
+    tokens: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+    text: str
+    mode_used: str
+    char_logits: torch.Tensor
+    encoder_frames: int
+    frame_seconds: float
+    draft_tokens: tuple[int, ...] = ()
+    stop_reason: str = ""
+
+    @property
+    def avg_logprob(self) -> float:
+        """Mean token log-probability (Whisper's `avg_logprob`); 0.0 without tokens."""
+        lps = self.token_logprobs
+        return sum(lps) / len(lps) if lps else 0.0
+
+
+class Engine:
+    """Batched decoding for a loaded model (`granite_asr.load_model`), any variant.
+
+    `dtype`/`device` convert the model in place (bf16 on CPU is ~4× faster for matmuls; the default keeps
+    the model's dtype, fp32 for exactness).
+    """
+
+    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, dtype=None):
+        if dtype is not None:
+            # Parameters and persistent buffers only: RoPE's inv_freq stays fp32, as at load time.
+            _cast_persistent(model, dtype)
+        if device is not None:
+            model.to(device)
+        self.model = model.eval()
+        self.variant: str = model.variant
+        self.geometry = FrameGeometry.from_config(model.config)
+        self.features = FeatureExtractor.from_config(model.config)
+        self.tokenizer = model.tokenizer
+        eos = self.tokenizer.eos_id if self.tokenizer is not None else None
+        self.eos_id: int = model.config.text.eos_token_id if eos is None else eos
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def has_bpe_head(self) -> bool:
+        return hasattr(self.model.encoder, "out_bpe")
+
+    # ------------------------------------------------------------------ checks and planning
+    def check(self, options: TranscribeOptions) -> str:
+        """Validate `options` for this model before any compute; return the decoding mode to run."""
+        options.validate(self.variant)
+        mode = options.decode.resolved_mode(self.variant)
+        if mode == "speculative":
+            if self.variant != "ar" or not self.has_bpe_head:
+                raise ValueError("mode 'speculative' needs a 2b model with its BPE CTC head (out_llm)")
+            if options.task != "transcribe":
+                raise ValueError("mode 'speculative' drafts a transcript; translate with mode 'ar'")
+        if mode == "ctc" and (options.speakers or options.keywords):
+            raise ValueError("mode 'ctc' has no prompt: speakers and keywords need mode 'ar'")
+        if mode in ("ar", "speculative") and options.decode.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.tokenizer is None and (mode != "ctc" or self.has_bpe_head):
+            raise ValueError(f"mode {mode!r} needs the checkpoint's tokenizer.json")
+        return mode
+
+    def encoder_frames(self, num_samples: int) -> int:
+        """Encoder frames of a clip of `num_samples` (short clips are padded to the extractor's minimum)."""
+        return int(self.geometry.encoder_frames(max(num_samples, self.features.min_samples)))
+
+    def plan(self, num_samples: Sequence[int], options: TranscribeOptions, mode: str) -> BatchPlan:
+        frames = [self.encoder_frames(n) for n in num_samples]
+        if options.decode.batch_size is not None:
+            rows = options.decode.batch_size
+            return plan_batches(frames, max_batch_size=rows, max_frames=rows * max(frames))
+        rows, budget = auto_limits(self.device, mode)
+        return plan_batches(frames, max_batch_size=rows, max_frames=budget)
+
+    # ------------------------------------------------------------------ entry point
+    def run(
+        self,
+        audios: Sequence[np.ndarray | torch.Tensor],
+        options: TranscribeOptions | None = None,
+        *,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[EngineResult]:
+        """Decode 1-D 16 kHz float clips → one EngineResult each, in input order.
+
+        `on_batch(done, total)` is called after every batch (progress bars).
+        """
+        options = options or TranscribeOptions()
+        mode = self.check(options)
+        if len(audios) == 0:
+            return []
+        clips = FeatureExtractor._as_clips(list(audios))  # type/NaN errors before any compute
+        plan = self.plan([c.shape[0] for c in clips], options, mode)
+        results: list[EngineResult] = []
+        with torch.inference_mode():
+            for batch in plan.batches:
+                results += self._run_batch([clips[i] for i in batch], options, mode)
+                if on_batch is not None:
+                    on_batch(len(results), len(clips))
+        return plan.restore(results)
+
+    # ------------------------------------------------------------------ one batch
+    def _run_batch(
+        self, clips: list[torch.Tensor], options: TranscribeOptions, mode: str
+    ) -> list[EngineResult]:
+        batch = self.features(clips, device=self.device)
+        if mode == "nar":
+            return self._nar(batch)
+        if mode == "ctc":
+            return self._ctc(encode_only(self.model, batch.input_features, batch.feature_lengths))
+        return self._autoregressive(batch, options, mode)
+
+    def _prompts(self, batch: AudioBatch, options: TranscribeOptions) -> tuple[torch.Tensor, torch.Tensor]:
+        target = options.target_language or ("en" if options.task == "translate" else None)
+        prompt = build_prompt(
+            self.variant,
+            task=options.task,
+            language=options.language,
+            target_language=target,
+            keywords=list(options.keywords) or None,
+            punctuated=options.punctuated,
+            speakers=options.speakers,
+        )
+        ids, mask = encode_prompts(self.tokenizer, [prompt] * len(batch), batch.audio_token_counts.tolist())
+        return ids.to(self.device), mask.to(self.device).bool()  # (B, L), (B, L)
+
+    def _autoregressive(self, batch: AudioBatch, options: TranscribeOptions, mode: str) -> list[EngineResult]:
+        model, dec = self.model, options.decode
+        audio, counts, enc = model.encode_audio(batch.input_features, batch.feature_lengths)  # (B, N, E)
+        ids, valid = self._prompts(batch, options)
+        embeds = model.merge_audio(ids, audio, lengths_to_mask(counts, audio.shape[1]))  # (B, L, E)
+        if mode == "ar":
+            state = prefill(model, embeds, valid, dec.max_new_tokens)
+            hyps = autoregressive(model, state, eos_id=self.eos_id, options=dec)
+            return [self._result(enc, i, h, "ar") for i, h in enumerate(hyps)]
+        rows = speculative_decode(model, enc, embeds, valid, eos_id=self.eos_id, options=dec)
+        return [
+            self._result(enc, i, r.hypothesis, f"speculative-{r.path}", r.draft) for i, r in enumerate(rows)
+        ]
+
+    def _nar(self, batch: AudioBatch) -> list[EngineResult]:
+        model = self.model
+        enc, audio = model.encode(batch.input_features, batch.feature_lengths)
+        drafts = model.draft(enc)
+        logits = model.edit(model.pack(audio, [model.slots(d) for d in drafts]))  # [(S_i, V)]
+        out = []
+        for i, lg in enumerate(logits):
+            edited = ctc_scored(lg, model.config.blank_token_id)
+            hyp = Hypothesis(edited.tokens, edited.logprobs, sum(edited.logprobs), "")
+            out.append(self._result(enc, i, hyp, "nar", tuple(drafts[i])))
+        return out
+
+    def _ctc(self, enc: EncoderOutput) -> list[EngineResult]:
+        if not self.has_bpe_head:
+            return [
+                self._result(enc, i, None, "ctc", text=t) for i, t in enumerate(char_greedy(self.model, enc))
+            ]
+        logits, lengths = self.model.encoder.bpe_logits(enc)  # (B, K, V)
+        cfg, out = self.model.config, []
+        for i, n in enumerate(lengths.tolist()):
+            dec = ctc_scored(logits[i, :n], cfg.bpe_blank_id, cfg.bpe_label_offset)
+            out.append(
+                self._result(enc, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc")
+            )
+        return out
+
+    def _result(
+        self,
+        enc: EncoderOutput,
+        i: int,
+        hyp: Hypothesis | None,
+        mode_used: str,
+        draft: tuple[int, ...] = (),
+        text: str | None = None,
+    ) -> EngineResult:
+        frames = int(enc.lengths[i])
+        char = self.model.encoder.char_logits(enc)[i, :frames]  # (T, C)
+        if text is None:
+            text = self.tokenizer.decode(hyp.tokens, skip_special_tokens=True).strip()
+        return EngineResult(
+            tokens=tuple(hyp.tokens) if hyp else (),
+            token_logprobs=tuple(hyp.logprobs) if hyp else (),
+            text=text,
+            mode_used=mode_used,
+            char_logits=torch.log_softmax(char.float(), -1).cpu(),
+            encoder_frames=frames,
+            frame_seconds=self.geometry.encoder_frame_seconds,
+            draft_tokens=tuple(draft),
+            stop_reason=hyp.stop if hyp else "",
+        )

@@ -1,0 +1,182 @@
+"""`granite-asr` on a tiny random checkpoint (real tokenizer): files in, every format out, errors per file.
+
+The acceptance run (issue 3 "Done when") goes through a real subprocess, `python -m granite_asr`; the
+other cases call `cli.main` in-process to keep the suite fast.
+"""
+
+import io
+import json
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from granite_asr import cli
+from granite_asr.model.checkpoint import save_pretrained
+
+from .test_transcribe import tiny_model
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_pretrained(tiny_model("tiny"), path)
+    return path
+
+
+def write_mp3(path, seconds=3.0, rate=44100):
+    """A 44.1 kHz stereo mp3 (two detuned chirps) encoded with PyAV."""
+    t = np.arange(int(seconds * rate)) / rate
+    left = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t)
+    right = 0.3 * np.sin(2 * np.pi * (310 + 150 * t) * t)
+    samples = np.stack([left, right]).astype(np.float32)  # (2, n) planar
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mp3", rate=rate, layout="stereo")
+        for i in range(0, samples.shape[1], 1152):
+            frame = av.AudioFrame.from_ndarray(
+                samples[:, i : i + 1152].copy(), format="fltp", layout="stereo"
+            )
+            frame.sample_rate = rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    write_mp3(d / "talk.mp3")
+    (d / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7)  # truncated header
+    sf.write(d / "silence.wav", np.zeros(5 * SR, np.float32), SR)
+    sf.write(d / "noise.wav", (0.1 * np.random.default_rng(0).standard_normal(2 * SR)).astype(np.float32), SR)
+    return d
+
+
+def test_acceptance_mp3_corrupt_silence_every_format(checkpoint, inputs, tmp_path):
+    out = tmp_path / "out"
+    files = [inputs / "talk.mp3", inputs / "broken.wav", inputs / "silence.wav"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "granite_asr",
+        "transcribe",
+        *map(str, files),
+        "--model",
+        str(checkpoint),
+        "--output-dir",
+        str(out),
+        "--no-vad",
+        "--max-new-tokens",
+        "4",
+        "--word-timestamps",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    err_lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert len(err_lines) == 1 and "broken.wav" in err_lines[0] and "cannot decode" in err_lines[0]
+    for stem in ("talk", "silence"):
+        assert sorted(p.name for p in out.glob(f"{stem}.*")) == sorted(
+            f"{stem}.{ext}" for ext in ("json", "srt", "tsv", "txt", "vtt")
+        )
+    assert not list(out.glob("broken.*"))
+    talk = json.loads((out / "talk.json").read_text())
+    assert talk["duration"] == pytest.approx(3.0, abs=0.05) and talk["segments"]
+    silence = json.loads((out / "silence.json").read_text())
+    assert silence["text"] == "" and silence["segments"] == []
+    assert (out / "silence.txt").read_text() == ""
+
+
+def test_stdout_and_stdin(checkpoint, inputs, capsys, monkeypatch):
+    code = cli.main(
+        [
+            "transcribe",
+            str(inputs / "noise.wav"),
+            "--model",
+            str(checkpoint),
+            "--no-vad",
+            "--max-new-tokens",
+            "4",
+            "--no-progress",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0 and text.endswith("\n")
+    data = (inputs / "noise.wav").read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code = cli.main(
+        [
+            "transcribe",
+            "-",
+            "--model",
+            str(checkpoint),
+            "--no-vad",
+            "--max-new-tokens",
+            "4",
+            "--format",
+            "json",
+            "--no-progress",
+        ]
+    )
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and d["source"] == "<stdin>" and d["duration"] == pytest.approx(2.0)
+
+
+def test_bad_stdin_is_named(checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"not audio" * 50)))
+    code = cli.main(["transcribe", "-", "--model", str(checkpoint), "--no-progress"])
+    assert code == 1 and "error: -: cannot decode" in capsys.readouterr().err
+
+
+def test_impossible_task_is_fatal_before_compute(checkpoint, inputs, capsys):
+    for extra in (["--speakers"], ["--language", "klingon"]):
+        code = cli.main(["transcribe", str(inputs / "noise.wav"), "--model", str(checkpoint), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("granite-asr: error:") and len(err.splitlines()) == 1
+    code = cli.main(["translate", str(inputs / "noise.wav"), "--model", str(checkpoint), "--to", "xx"])
+    assert code == 2 and "unknown language" in capsys.readouterr().err
+    args = ["--model", str(checkpoint), "--to", "fr", "--from", "en", "--mode", "speculative"]
+    code = cli.main(["translate", str(inputs / "noise.wav"), *args])  # refused by Engine.check
+    assert code == 2 and "speculative" in capsys.readouterr().err
+
+
+def test_missing_model_is_fatal(inputs, tmp_path, capsys):
+    code = cli.main(["transcribe", str(inputs / "noise.wav"), "--model", str(tmp_path / "nope")])
+    assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_info(checkpoint, capsys):
+    assert cli.main(["info", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "variant:     ar" in out and "translation:" in out
+    assert cli.main(["info", str(checkpoint), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["variant"] == "ar" and "ja" in info["languages"] and "translate" in info["tasks"]
+    assert info["parameters"]["total"] == sum(v for k, v in info["parameters"].items() if k != "total")
+
+
+def test_duplicate_stems_do_not_overwrite(checkpoint, inputs, tmp_path, capsys):
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "noise.wav").write_bytes((inputs / "noise.wav").read_bytes())
+    code = cli.main(
+        [
+            "transcribe",
+            str(inputs / "noise.wav"),
+            str(other / "noise.wav"),
+            "--model",
+            str(checkpoint),
+            "--no-vad",
+            "--max-new-tokens",
+            "2",
+            "-o",
+            str(tmp_path / "o"),
+            "-f",
+            "txt",
+            "--no-progress",
+        ]
+    )
+    assert code == 0 and sorted(p.name for p in (tmp_path / "o").iterdir()) == ["noise.txt", "noise_2.txt"]

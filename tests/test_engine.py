@@ -1,0 +1,180 @@
+"""The batched engine on tiny random models: every mode, batched == alone, bucketing, result fields,
+errors before compute (issue 3 item 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from granite_asr.audio.features import FeatureExtractor
+from granite_asr.decoding.simple import greedy_transcribe
+from granite_asr.engine import Engine, EngineResult, plan_batches
+from granite_asr.options import DecodeOptions, TranscribeOptions
+
+from .test_decoding import build_tiny, clips
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return {name: Engine(build_tiny(name)) for name in ("tiny", "tiny-plus", "tiny-nar")}
+
+
+AUDIOS = clips((1.0, 0.6, 1.4, 2.0, 0.3))
+
+
+def opts(mode="auto", **decode) -> TranscribeOptions:
+    return TranscribeOptions(
+        decode=DecodeOptions(mode=mode, max_new_tokens=decode.pop("max_new_tokens", 10), **decode)
+    )
+
+
+def assert_same(a: EngineResult, b: EngineResult) -> None:
+    assert a.tokens == b.tokens and a.text == b.text and a.mode_used == b.mode_used
+    assert a.draft_tokens == b.draft_tokens and a.stop_reason == b.stop_reason
+    assert a.encoder_frames == b.encoder_frames
+    assert np.allclose(a.token_logprobs, b.token_logprobs, atol=1e-4)
+    assert torch.allclose(a.char_logits, b.char_logits, atol=1e-4)
+
+
+CASES = [
+    ("tiny", opts("ar")),
+    ("tiny", opts("ar", beam_size=3)),
+    ("tiny", opts("ctc")),
+    # The random model's draft tokens have p ≈ 0.002: this threshold verifies rows 0 and 4, rejects 1-3.
+    ("tiny", opts("speculative", confidence_threshold=0.0022)),
+    ("tiny-plus", opts("ar").replace(speakers=True)),
+    ("tiny-plus", opts("ctc")),
+    ("tiny-nar", opts("nar")),
+    ("tiny-nar", opts("ctc")),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "options"), CASES, ids=[f"{n}-{o.decode.mode}-{i}" for i, (n, o) in enumerate(CASES)]
+)
+def test_batched_equals_alone(engines, name, options):
+    engine = engines[name]
+    batched = engine.run(AUDIOS, options.replace(decode=dataclasses.replace(options.decode, batch_size=3)))
+    assert len(batched) == len(AUDIOS)
+    for audio, res in zip(AUDIOS, batched, strict=True):
+        assert_same(res, engine.run([audio], options)[0])
+
+
+def test_result_fields(engines):
+    engine = engines["tiny"]
+    results = engine.run(AUDIOS, opts("ar"))
+    for audio, res in zip(AUDIOS, results, strict=True):
+        assert res.mode_used == "ar" and res.stop_reason in ("eos", "length", "repeat")
+        assert res.encoder_frames == engine.encoder_frames(len(audio))
+        assert res.char_logits.shape == (res.encoder_frames, 348)
+        assert res.char_logits.dtype == torch.float32 and res.char_logits.device.type == "cpu"
+        assert torch.allclose(res.char_logits.logsumexp(-1), torch.zeros(res.encoder_frames), atol=1e-4)
+        assert res.frame_seconds == pytest.approx(0.02)
+        assert len(res.token_logprobs) == len(res.tokens) and res.draft_tokens == ()
+        assert res.avg_logprob <= 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-plus", "tiny-nar"])
+def test_default_mode_matches_generate(engines, name):
+    """Greedy (guard off) through the engine gives model.generate's text (decoding/simple.py)."""
+    engine = engines[name]
+    results = engine.run(AUDIOS[:3], opts(max_new_tokens=8, max_repeats=0))
+    assert [r.text for r in results] == greedy_transcribe(engine.model, AUDIOS[:3], max_new_tokens=8)
+    assert {r.mode_used for r in results} == {"nar" if name == "tiny-nar" else "ar"}
+
+
+def test_nar_tokens_and_draft(engines):
+    engine = engines["tiny-nar"]
+    batch = FeatureExtractor.from_config(engine.model.config)(AUDIOS)
+    ref = engine.model.generate(batch.input_features, batch.feature_lengths)
+    results = engine.run(AUDIOS, opts())
+    assert [list(r.tokens) for r in results] == ref.tokens
+    assert [list(r.draft_tokens) for r in results] == ref.draft
+
+
+def test_speculative_paths(engines):
+    engine = engines["tiny"]
+    ar = engine.run(AUDIOS, opts("ar", max_repeats=0))
+    rejected = engine.run(AUDIOS, opts("speculative", confidence_threshold=1.0, max_repeats=0))
+    assert {r.mode_used for r in rejected} == {"speculative-ar"}
+    assert [r.tokens for r in rejected] == [r.tokens for r in ar]
+    accepted = engine.run(AUDIOS, opts("speculative", confidence_threshold=0.0))
+    for r in accepted:
+        assert r.draft_tokens and r.mode_used == "speculative-verified" and r.tokens == r.draft_tokens
+        assert r.stop_reason == "draft" and r.text == engine.tokenizer.decode(r.tokens).strip()
+
+
+def test_repetition_guard_in_engine(engines):
+    results = engines["tiny-plus"].run(AUDIOS, opts(max_new_tokens=40, max_repeats=3, repeat_window=16))
+    assert any(r.stop_reason == "repeat" for r in results)  # the random Plus model loops
+    assert all(len(r.tokens) < 40 for r in results if r.stop_reason == "repeat")
+
+
+def test_plan_batches_buckets_and_restores_order():
+    frames = [30, 100, 50, 100, 10, 70, 20]
+    plan = plan_batches(frames, max_batch_size=3, max_frames=210)
+    assert sorted(plan.order) == list(range(len(frames)))
+    for batch in plan.batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(frames[i] for i in batch) <= 210
+    lengths = [frames[i] for i in plan.order]
+    assert lengths == sorted(lengths, reverse=True)  # longest first, so batches pad little
+    assert plan.restore([frames[i] for i in plan.order]) == frames
+    assert plan_batches([500, 10], max_batch_size=8, max_frames=100).batches == (
+        (0,),
+        (1,),
+    )  # too long runs alone
+
+
+def test_run_restores_input_order_and_reports_progress(engines):
+    engine = engines["tiny"]
+    seen = []
+    small = opts("ctc", batch_size=2)
+    results = engine.run(AUDIOS, small, on_batch=lambda done, total: seen.append((done, total)))
+    assert [r.encoder_frames for r in results] == [engine.encoder_frames(len(a)) for a in AUDIOS]
+    assert seen[-1] == (5, 5) and len(seen) == 3
+    assert engine.run([], small) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("tiny-plus", opts("speculative"), "speculative"),
+        ("tiny-nar", opts("ar"), "autoregressive"),
+        ("tiny", opts("ctc").replace(keywords=("IBM",)), "no prompt"),
+        (
+            "tiny",
+            opts("speculative").replace(task="translate", target_language="fr", language="en"),
+            "translate",
+        ),
+        ("tiny-nar", opts().replace(task="translate"), "translate"),
+    ],
+)
+def test_errors_before_compute(engines, name, options, message):
+    with pytest.raises(ValueError, match=message):
+        engines[name].run(AUDIOS, options)
+
+
+def test_bad_audio_raises_before_compute(engines):
+    bad = AUDIOS[:2] + [np.array([0.0, np.nan] * 8000, dtype=np.float32)]
+    with pytest.raises(ValueError, match="NaN"):
+        engines["tiny"].run(bad, opts())
+
+
+def test_bf16_engine_runs():
+    engine = Engine(build_tiny("tiny"), dtype=torch.bfloat16)
+    results = engine.run(AUDIOS[:2], opts(max_new_tokens=4))
+    assert all(r.char_logits.dtype == torch.float32 and len(r.tokens) <= 4 for r in results)
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+    assert engine.model.language_model.model.rotary.inv_freq.dtype == torch.float32  # RoPE stays exact
