@@ -27,6 +27,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from .options import MODES
+
 SubcommandRun = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], SubcommandRun]] = {}
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -62,7 +64,7 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output-dir", "-o", default=None, help="write <dir>/<name>.<ext> per input")
     p.add_argument("--word-timestamps", action="store_true", help="word times and confidences")
-    p.add_argument("--mode", default="auto", choices=["auto", "ar", "nar", "ctc", "speculative"])
+    p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: auto)")
     p.add_argument("--max-new-tokens", type=int, default=None)
@@ -281,6 +283,53 @@ COMMANDS["translate"] = (
     lambda a: _run_task(a, "translate"),
 )
 COMMANDS["info"] = ("describe a model: variant, sizes, languages, tasks", _add_info, _run_info)
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="JSONL manifest: audio, text, lang[, translation]")
+    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: embedded)")
+    p.add_argument("--mode", default="auto", choices=MODES)
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="score only the first N rows")
+    p.add_argument("--no-translate", action="store_true", help="skip the translation (BLEU) pass")
+    p.add_argument("--output", default=None, help="write the JSON report here")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .api import load_model
+    from .evaluate import evaluate
+
+    model = load_model(args.model)
+    report = evaluate(
+        model, args.manifest, mode=args.mode, beam_size=args.beam_size, batch_size=args.batch_size,
+        limit=args.limit, translate=not args.no_translate, model_name=args.model or "embedded",
+    )  # fmt: skip
+    print(report.table())
+    if args.output:
+        Path(args.output).write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    return 0
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="STAGE and its options (see `granite-asr train -- -h`)"
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train.recipe import main as train_main
+
+    train_main([a for a in args.rest if a != "--"])
+    return 0
+
+
+COMMANDS["eval"] = ("score a manifest: WER/CER per language, BLEU per direction, RTFx", _add_eval, _run_eval)
+COMMANDS["train"] = (
+    "run a training recipe stage (tokenizer, lm, encoder, speech, nar)",
+    _add_train,
+    _run_train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
