@@ -1,7 +1,7 @@
 PY ?= python3
 MODEL ?=
 
-.PHONY: setup setup-dev demo test lint fmt
+.PHONY: setup setup-dev setup-data demo test lint fmt
 
 setup:
 	$(PY) -m pip install -q -e .
@@ -12,7 +12,13 @@ setup-dev:
 demo: setup
 	$(PY) -m granite_asr.demo $(if $(MODEL),--model $(MODEL),)
 
-test: setup-dev
+# Offline TTS engines and voices (apt, incl. contrib/non-free) used by the corpus builder and its tests.
+.setup-data.stamp: scripts/setup_data.sh
+	EXTRA_TEXT=$${EXTRA_TEXT:-0} bash scripts/setup_data.sh && touch $@
+
+setup-data: .setup-data.stamp
+
+test: setup-dev setup-data
 	$(PY) -m pytest -q
 
 lint:
