@@ -235,7 +235,7 @@ class FeatureExtractor:
         is raised to n_fft // 2 + 1 = 257 because reflect padding needs more samples than it pads. Trailing
         silence is the least surprising content to add. `num_samples` still reports the length as given.
         """
-        clips = self._as_clips(audios)
+        clips = self.as_clips(audios)
         if device is not None:
             clips = [c.to(device) for c in clips]
         min_len = self.min_samples
@@ -260,7 +260,7 @@ class FeatureExtractor:
         )
 
     @staticmethod
-    def _as_clips(audios) -> list[torch.Tensor]:
+    def as_clips(audios) -> list[torch.Tensor]:
         if isinstance(audios, (np.ndarray, torch.Tensor)):
             if audios.ndim == 1:
                 audios = [audios]

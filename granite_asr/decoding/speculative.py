@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from ..model.conformer import EncoderOutput
-from ..model.kv_cache import KVCache
 from ..options import DecodeOptions
 from .beam import autoregressive
 from .greedy import DecoderState, Hypothesis, prefill
@@ -84,12 +83,6 @@ class SpeculativeRow:
     hypothesis: Hypothesis
     path: str  # "ctc" | "verified" | "ar"
     draft: tuple[int, ...]
-
-
-def _rewind(cache: KVCache, length: int) -> None:
-    """Forget every position from `length` on (the draft), so decoding resumes right after the prompt."""
-    cache.valid[:, length:] = False
-    cache.length = length
 
 
 def verify_drafts(
@@ -165,7 +158,7 @@ def speculative_decode(
         if rejected:
             sel = torch.tensor(rejected, device=embeds.device)
             state.cache.select(sel)
-            _rewind(state.cache, prompt_len)
+            state.cache.truncate(prompt_len)
             back = DecoderState(state.logits[sel], state.cache, state.positions[sel])
             for j, hyp in zip(
                 rejected, autoregressive(model, back, eos_id=eos_id, options=options), strict=True

@@ -31,7 +31,7 @@ from ..decoding.ctc import encode as encode_only
 from ..decoding.greedy import Hypothesis, prefill
 from ..decoding.speculative import ctc_scored, speculative_decode
 from ..lengths import FrameGeometry, lengths_to_mask
-from ..model.checkpoint import _cast_persistent
+from ..model.checkpoint import cast_floating_state
 from ..model.conformer import EncoderOutput
 from ..options import TranscribeOptions
 from ..prompts import build_prompt, encode_prompts
@@ -76,7 +76,7 @@ class Engine:
     def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, dtype=None):
         if dtype is not None:
             # Parameters and persistent buffers only: RoPE's inv_freq stays fp32, as at load time.
-            _cast_persistent(model, dtype)
+            cast_floating_state(model, dtype)
         if device is not None:
             model.to(device)
         self.model = model.eval()
@@ -141,7 +141,7 @@ class Engine:
         mode = self.check(options)
         if len(audios) == 0:
             return []
-        clips = FeatureExtractor._as_clips(list(audios))  # type/NaN errors before any compute
+        clips = FeatureExtractor.as_clips(list(audios))  # type/NaN errors before any compute
         plan = self.plan([c.shape[0] for c in clips], options, mode)
         results: list[EngineResult] = []
         with torch.inference_mode():

@@ -215,7 +215,7 @@ def _target_dtype(state: dict[str, torch.Tensor], device: torch.device, dtype: t
     return max(set(floating), key=floating.count) if floating else torch.float32
 
 
-def _cast_persistent(model: nn.Module, dtype: torch.dtype) -> None:
+def cast_floating_state(model: nn.Module, dtype: torch.dtype) -> None:
     """Cast floating parameters and persistent buffers only: non-persistent buffers such as RoPE's
     `inv_freq` keep the precision they were built with, as in the reference implementation."""
     for p in model.parameters():
@@ -252,7 +252,7 @@ def load_pretrained(
     _check_keys(directory, model, state)
     device = torch.device(device)
     target = _target_dtype(state, device, dtype)
-    _cast_persistent(model, target)
+    cast_floating_state(model, target)
     model.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked optional
     model.to(device)
     model.tokenizer = Tokenizer.from_dir(directory)

@@ -55,6 +55,11 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.length += n
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on (speculative verification rewinds to the prompt)."""
+        self.valid[:, length:] = False
+        self.length = length
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep (and reorder) batch rows: beam reordering or dropping finished sequences."""
         self.keys = [k.index_select(0, rows) for k in self.keys]
