@@ -2,8 +2,9 @@
 
     python -m granite_asr.demo [--model DIR_OR_HUB_ID]
 
-Samples live in `granite_asr/assets/samples/` with a `samples.json` listing file, language and an
-optional translation target.
+Samples live in `granite_asr/assets/samples/` with a `samples.json` listing file, language, reference
+text and a translation target; they come from voices and sentences never used in training
+(`python -m granite_asr.data.samples`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import sys
 from pathlib import Path
 
 from .api import load_model
-from .audio.io import load_audio
-from .decoding.simple import greedy_transcribe
 
 SAMPLES = Path(__file__).parent / "assets" / "samples"
 
@@ -30,16 +29,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no bundled samples at {index}", file=sys.stderr)
         return 2
     model = load_model(args.model)
-    print(f"model: {args.model or 'embedded default'} ({model.variant})")
-    for item in json.loads(index.read_text()):
-        audio = load_audio(args.samples / item["file"])
-        lang = item.get("language")
-        text = greedy_transcribe(model, [audio], language=lang)[0]
-        print(f"[{item['file']}] ({lang}) {text}")
-        target = item.get("translate_to")
-        if target and model.variant == "ar":
-            tr = greedy_transcribe(model, [audio], task="translate", language=lang, target_language=target)[0]
-            print(f"[{item['file']}] ({lang} → {target}) {tr}")
+    items = json.loads(index.read_text("utf-8"))
+    print(f"model: {args.model or 'embedded default'} ({model.variant})\n")
+    supported = [it for it in items if model.variant == "ar" or it["language"] != "ja"]
+    results = model.transcribe(
+        [str(args.samples / it["file"]) for it in supported], progress=False, word_timestamps=True
+    )
+    for it, res in zip(supported, results, strict=True):
+        print(f"{it['file']} [{it['language']}]")
+        print(f"  reference:  {it['text']}")
+        print(f"  transcript: {res.text if res.ok else 'ERROR ' + str(res.error)}")
+        if res.words:
+            w = res.words[0]
+            print(f"  first word: {w.word.strip()!r} {w.start:.2f}–{w.end:.2f} s")
+    if model.variant == "ar":
+        print()
+        for it in supported:
+            target = it.get("translate_to")
+            if not target:
+                continue
+            res = model.transcribe(
+                str(args.samples / it["file"]),
+                task="translate",
+                language=it["language"],
+                target_language=target,
+                progress=False,
+            )
+            print(f"{it['file']} [{it['language']} → {target}] {res.text}")
     return 0
 
 
