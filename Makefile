@@ -1,7 +1,7 @@
 PY ?= python3
 MODEL ?=
 
-.PHONY: setup setup-dev setup-data demo test lint fmt
+.PHONY: setup setup-dev setup-data setup-browser demo test lint fmt
 
 setup:
 	$(PY) -m pip install -q -e .
@@ -18,7 +18,12 @@ demo: setup
 
 setup-data: .setup-data.stamp
 
-test: setup-dev setup-data
+# Headless browser for tests/test_web.py (issue 5): Playwright cannot download its own Chromium build
+# offline, so the test drives Debian's.
+setup-browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: setup-dev setup-data setup-browser
 	$(PY) -m pytest -q
 
 lint:

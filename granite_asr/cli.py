@@ -14,7 +14,7 @@ arguments, a model that cannot load, a task the variant cannot do), 0 otherwise 
 PEERS §6.3).
 
 Subcommands live in `COMMANDS` (name → (help, add_arguments, run)), so `serve`, `eval`, `bench`, … plug in
-without touching the dispatcher.
+without touching the dispatcher. `serve` (issue 5) lives in `granite_asr/server/`.
 """
 
 from __future__ import annotations
@@ -329,6 +329,25 @@ COMMANDS["train"] = (
     "run a training recipe stage (tokenizer, lm, encoder, speech, nar)",
     _add_train,
     _run_train,
+)
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    from .server.command import add_arguments
+
+    add_arguments(p)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .server.command import base_options, serve
+
+    return serve(args, _load(args, base_options(args)))
+
+
+COMMANDS["serve"] = (
+    "OpenAI-compatible speech server with dynamic batching and a web page",
+    _add_serve,
+    _run_serve,
 )
 
 
