@@ -116,7 +116,7 @@ def test_resume_continues_the_same_curve(corpus, lm_checkpoint, tmp_path):
     ]
     extra = ["--batch-seconds", "3", "--fp32", "--lr", "1e-3"]
     recipe.main(args + _common(tmp_path / "straight", 8) + extra)
-    recipe.main(args + _common(tmp_path / "split", 4) + extra)
+    recipe.main(args + _common(tmp_path / "split", 8) + extra + ["--stop-at", "4"])
     recipe.main(args + _common(tmp_path / "split", 8) + extra)
     straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
     assert len(split) == 8

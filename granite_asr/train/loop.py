@@ -40,6 +40,7 @@ class LoopConfig:
     log_every: int = 10
     ckpt_every: int = 200
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    stop_at: int = 0  # stop (with a checkpoint) at this step, schedule unchanged; 0 = run to `steps`
     seed: int = 0
     recipe: dict = field(default_factory=dict)  # the stage's own settings, saved with every checkpoint
 
@@ -141,6 +142,10 @@ class Trainer:
         cfg = self.cfg
         signal.signal(signal.SIGTERM, self._handle_signal)
         start, t_log, sums, n = time.time(), time.time(), {}, 0
+        # A resumed run fast-forwards its (deterministic) batch stream, so it sees exactly the batches
+        # the uninterrupted run would have seen from here on.
+        for _ in range(self.step):
+            next(batches)
         self.model.train()
         while self.step < cfg.steps and not self._stop:
             batch = next(batches)
@@ -165,6 +170,8 @@ class Trainer:
             if self.step % cfg.ckpt_every == 0:
                 self.save()
             if cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes:
+                break
+            if cfg.stop_at and self.step >= cfg.stop_at:
                 break
         self.save()
         self.model.eval()

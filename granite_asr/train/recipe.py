@@ -74,6 +74,7 @@ def _loop_config(args, recipe: dict) -> LoopConfig:
     return LoopConfig(
         out_dir=args.out, steps=args.steps, lr=args.lr, warmup=args.warmup, bf16=not args.fp32,
         log_every=args.log_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes, seed=args.seed,
+        stop_at=args.stop_at,
         recipe={**recipe, "argv": vars(args)},
     )  # fmt: skip
 
@@ -93,6 +94,22 @@ def _load_init(args) -> torch.nn.Module:
     model = load_pretrained(args.init, dtype=torch.float32)
     if model.tokenizer is None:
         raise SystemExit(f"{args.init}: the checkpoint has no tokenizer.json")
+    if args.rebuild:
+        return _rebuild(model, args.preset)
+    return model
+
+
+def _rebuild(old: torch.nn.Module, name: str) -> torch.nn.Module:
+    """Build preset `name` fitted to `old`'s tokenizer and copy every tensor whose name and shape match
+    (e.g. keep a pretrained decoder while changing the encoder's frame rate)."""
+    model = build_model(_config_for_tokenizer(preset(name), old.tokenizer))
+    own, kept = model.state_dict(), {}
+    for k, v in old.state_dict().items():
+        if k in own and own[k].shape == v.shape:
+            kept[k] = v
+    model.load_state_dict(kept, strict=False)
+    model.tokenizer = old.tokenizer
+    print(f"rebuilt as preset {name!r}: {len(kept)}/{len(own)} tensors copied", flush=True)
     return model
 
 
@@ -200,6 +217,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--init", help="checkpoint directory or hub id to start from")
     ap.add_argument("--tokenizer", help="directory with tokenizer.json (lm stage without --init)")
     ap.add_argument("--preset", default="default")
+    ap.add_argument(
+        "--rebuild", action="store_true", help="rebuild --init as --preset, keeping matching tensors"
+    )
     ap.add_argument("--corpus", help="corpus directory with train.jsonl (granite_asr.data.corpus)")
     ap.add_argument(
         "--cache", default=None, help="feature cache directory (default: <corpus>/features-<preset>)"
@@ -217,12 +237,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-tokens", type=int, default=6000, help="lm stage: tokens per batch")
     ap.add_argument("--spec-augment", action="store_true")
     ap.add_argument("--p-translate", type=float, default=0.3)
+    ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")
     ap.add_argument("--draft-dropout", type=float, default=0.1)
     ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=200)
     ap.add_argument("--max-minutes", type=float, default=0.0)
+    ap.add_argument("--stop-at", type=int, default=0, help="checkpoint and stop at this step (resume later)")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
