@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import granite_asr
 from granite_asr.audio.features import FeatureExtractor
-from granite_asr.config import preset
 from granite_asr.decoding.beam import beam_search
 from granite_asr.decoding.greedy import greedy_search, loop_period, prefill
 from granite_asr.decoding.speculative import ctc_scored, speculative_decode
@@ -20,41 +18,7 @@ from granite_asr.model.ctc import greedy_decode
 from granite_asr.options import DecodeOptions
 from granite_asr.prompts import build_prompt, encode_prompts
 
-from .helpers_tokenizer import make_tokenizer
-from .reference import unit_scale_init
-
-
-def build_tiny(name: str = "tiny", seed: int = 0):
-    """A tiny model of preset `name` sized to the test tokenizer, at unit signal scale (not degenerate)."""
-    tok = make_tokenizer()
-    cfg = preset(name)
-    text = cfg.text.__class__(
-        **{
-            **cfg.text.__dict__,
-            "vocab_size": tok.vocab_size,
-            "eos_token_id": tok.eos_id,
-            "bos_token_id": tok.eos_id,
-            "pad_token_id": tok.pad_id,
-            # With ×12 inputs and ×0.22 residuals a 2-layer decoder echoes its input token whatever the
-            # audio says (tied Plus loops on its last prompt token); unit multipliers let the audio matter.
-            "embedding_multiplier": 1.0,
-            "residual_multiplier": 1.0,
-        }
-    )
-    bpe = {"tiny": tok.vocab_size + 1, "tiny-nar": tok.vocab_size, "tiny-plus": 0}[name]
-    enc = cfg.encoder.__class__(**{**cfg.encoder.__dict__, "bpe_output_dim": bpe})
-    cfg = cfg.replace(
-        text=text,
-        encoder=enc,
-        audio_token_index=tok.audio_token_id,
-        blank_token_id=tok.eos_id,
-        bpe_blank_id=tok.eos_id if name == "tiny-nar" else 0,
-    )
-    torch.manual_seed(seed)
-    model = granite_asr.build_model(cfg)
-    unit_scale_init(model, seed)
-    model.tokenizer = tok
-    return model
+from .helpers_model import build_tiny
 
 
 def clips(seconds=(1.0, 0.6, 1.4), seed: int = 0) -> list[np.ndarray]:

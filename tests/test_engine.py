@@ -14,7 +14,8 @@ from granite_asr.decoding.simple import greedy_transcribe
 from granite_asr.engine import Engine, EngineResult, plan_batches
 from granite_asr.options import DecodeOptions, TranscribeOptions
 
-from .test_decoding import build_tiny, clips
+from .helpers_model import build_tiny
+from .test_decoding import clips
 
 
 @pytest.fixture(autouse=True, scope="module")

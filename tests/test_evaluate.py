@@ -11,7 +11,7 @@ import soundfile as sf
 from granite_asr.evaluate import bleu, error_rate, evaluate, normalize
 from granite_asr.model.checkpoint import save_pretrained
 
-from .test_decoding import build_tiny
+from .helpers_model import build_tiny
 
 
 def test_normalisers_and_error_rates():

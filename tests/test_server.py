@@ -42,7 +42,7 @@ from granite_asr.server.metrics import Metrics  # noqa: E402
 from granite_asr.server.metrics import parse as parse_metrics  # noqa: E402
 from granite_asr.server.scheduler import Cancelled, Scheduler  # noqa: E402
 
-from .test_decoding import build_tiny  # noqa: E402
+from .helpers_model import build_tiny  # noqa: E402
 
 SR = 16000
 API_KEY = "test-key"

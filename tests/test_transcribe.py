@@ -29,8 +29,7 @@ from granite_asr.transcribe.pipeline import make_options, transcribe
 from granite_asr.transcribe.speakers import SpeakerTracker
 from granite_asr.transcribe.windows import plan_windows, windows_for
 
-from .helpers_tokenizer import make_tokenizer
-from .reference import unit_scale_init
+from .helpers_model import build_tiny
 
 SR = 16000
 FRAME_SECONDS = 0.02
@@ -41,34 +40,7 @@ WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 
 
 def tiny_model(name: str = "tiny", seed: int = 0):
-    """A tiny random model of preset `name` with the test tokenizer (as tests/test_simple_decoding.py)."""
-    from granite_asr.config import preset
-
-    tok = make_tokenizer()
-    cfg = preset(name)
-    text = cfg.text.__class__(
-        **{
-            **cfg.text.__dict__,
-            "vocab_size": tok.vocab_size,
-            "eos_token_id": tok.eos_id,
-            "bos_token_id": tok.eos_id,
-            "pad_token_id": tok.pad_id,
-        }
-    )
-    bpe = {"tiny": tok.vocab_size + 1, "tiny-nar": tok.vocab_size, "tiny-plus": 0}[name]
-    enc = cfg.encoder.__class__(**{**cfg.encoder.__dict__, "bpe_output_dim": bpe})
-    cfg = cfg.replace(
-        text=text,
-        encoder=enc,
-        audio_token_index=tok.audio_token_id,
-        blank_token_id=tok.eos_id,
-        bpe_blank_id=tok.eos_id if name == "tiny-nar" else 0,
-    )
-    torch.manual_seed(seed)
-    model = granite_asr.build_model(cfg)
-    unit_scale_init(model, seed)
-    model.tokenizer = tok
-    return model
+    return build_tiny(name, seed, plain_multipliers=False)
 
 
 def burst_audio(plan: list[tuple[float, int]], total: float, seed: int = 0) -> np.ndarray:
