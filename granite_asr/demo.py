@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     if not index.exists():
         print(f"no bundled samples at {index}", file=sys.stderr)
         return 2
-    model = load_model(args.model)
+    try:
+        model = load_model(args.model)
+    except FileNotFoundError as e:
+        print(f"{e}\nrun `make demo MODEL=<checkpoint directory or hub id>`", file=sys.stderr)
+        return 2
     items = json.loads(index.read_text("utf-8"))
     print(f"model: {args.model or 'embedded default'} ({model.variant})\n")
     supported = [it for it in items if model.variant == "ar" or it["language"] != "ja"]
