@@ -227,6 +227,28 @@ def cast_floating_state(model: nn.Module, dtype: torch.dtype) -> None:
                 module._buffers[name] = buf.to(dtype)
 
 
+def _build_empty(build_fn, config: SpeechConfig) -> nn.Module:
+    """The model without allocated weights when the builder supports the meta device."""
+    try:
+        return build_fn(config, device="meta")
+    except TypeError:  # a custom builder without a device argument
+        return build_fn(config)
+
+
+def _materialize_rest(model: nn.Module) -> None:
+    """After an `assign` load: recompute non-persistent buffers (`reset_buffers`) and zero any
+    BatchNorm counter the checkpoint did not carry, so nothing is left on the meta device."""
+    for module in model.modules():
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+        for name, buf in module._buffers.items():
+            if buf is not None and buf.is_meta:
+                module._buffers[name] = torch.zeros(buf.shape, dtype=buf.dtype)
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise CheckpointError(f"parameters not loaded: {', '.join(left[:10])}")
+
+
 def load_pretrained(
     path_or_hub_id: str | os.PathLike,
     *,
@@ -246,14 +268,20 @@ def load_pretrained(
     directory = resolve_checkpoint_dir(path_or_hub_id, revision=revision, local_files_only=local_files_only)
     state = read_state_dict(directory)
     config = read_config(directory, {k: tuple(v.shape) for k, v in state.items()})
-    model = build_fn(config)
+    model = _build_empty(build_fn, config)
     if config.text.tie_word_embeddings and LM_HEAD not in model.state_dict():
         state.pop(LM_HEAD, None)  # a tied checkpoint may still carry the copy (transformers writes it)
     _check_keys(directory, model, state)
     device = torch.device(device)
     target = _target_dtype(state, device, dtype)
-    cast_floating_state(model, target)
-    model.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked optional
+    for key, t in state.items():  # cast one tensor at a time: the peak stays ~one copy of the weights
+        if t.is_floating_point() and t.dtype != target:
+            state[key] = t.to(target)
+    # assign=True adopts the loaded tensors instead of copying into freshly allocated ones, so a model
+    # built on the meta device never holds random weights next to the real ones (2b: ~10 GB saved).
+    model.load_state_dict(state, strict=False, assign=True)
+    del state
+    _materialize_rest(model)
     model.to(device)
     model.tokenizer = Tokenizer.from_dir(directory)
     model.chat_template = _chat_template(directory, model.tokenizer)

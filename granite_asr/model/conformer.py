@@ -154,9 +154,17 @@ class ConformerEncoder(nn.Module):
         self.out_mid = nn.Linear(cfg.output_dim, cfg.hidden_dim)
         if cfg.bpe_output_dim:
             self.out_bpe = nn.Linear(cfg.hidden_dim, cfg.bpe_output_dim)
-        seq = torch.arange(cfg.context_size)
-        dists = (seq[:, None] - seq[None, :]).clamp(-cfg.context_size, cfg.context_size) + cfg.max_pos_emb
-        self.register_buffer("attention_dists", dists, persistent=False)
+        self.register_buffer("attention_dists", self._dists(), persistent=False)
+
+    def _dists(self, device=None) -> torch.Tensor:
+        """(C, C) rows of the Shaw table: clamp(i − j, ±C) + max_pos_emb (SPEC §3.3)."""
+        c = self.config.context_size
+        seq = torch.arange(c, device=device)
+        return (seq[:, None] - seq[None, :]).clamp(-c, c) + self.config.max_pos_emb
+
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent table (after building on the meta device)."""
+        self.attention_dists = self._dists()
 
     def block_mask(self, t: int, lengths: torch.Tensor) -> torch.Tensor:
         """(B·nb, 1, C, C) bool: key j is valid for its clip, or j == i (keeps padded rows finite)."""

@@ -142,14 +142,9 @@ def stage_lm(args) -> None:
 def stage_encoder(args) -> None:
     model = _load_init(args)
     _freeze_all_but(model, ("encoder.",))
-    tok = model.tokenizer
-    _train(
-        model,
-        args,
-        lambda m, b: obj.encoder_loss(m, b, tok),
-        _feature_batches(model, args),
-        {"stage": "encoder"},
-    )
+    tok, weights = model.tokenizer, obj.EncoderWeights(bpe=args.bpe_weight)
+    batches = _feature_batches(model, args)
+    _train(model, args, lambda m, b: obj.encoder_loss(m, b, tok, weights), batches, {"stage": "encoder"})
 
 
 def stage_speech(args) -> None:
