@@ -125,6 +125,23 @@ def test_resume_continues_the_same_curve(corpus, lm_checkpoint, tmp_path):
     np.testing.assert_allclose(split, straight, rtol=1e-4)
 
 
+def test_encoder_bpe_weight_switches_the_bpe_loss(corpus, lm_checkpoint, tmp_path):
+    args = [
+        "encoder",
+        "--init",
+        str(lm_checkpoint / "latest"),
+        "--corpus",
+        str(corpus),
+        "--cache",
+        str(tmp_path / "f"),
+    ]
+    for weight in ("0", "0.5"):
+        out = tmp_path / f"w{weight}"
+        recipe.main(args + _common(out, 2) + ["--bpe-weight", weight, "--fp32"])
+        keys = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+        assert ("bpe" in keys) == (weight != "0")
+
+
 def test_trainer_checkpoint_is_atomic_and_loadable(tmp_path):
     model = granite_asr.build_model("tiny")
     trainer = Trainer(model, LoopConfig(out_dir=str(tmp_path), steps=1), lambda m, b: {"loss": b})
