@@ -1,5 +1,5 @@
 """The web page in a real browser (issue 5 "Done when"): headless Chromium driven by Playwright uploads a
-generated WAV to the real server, the transcript appears, and the SRT download parses.
+bundled sample (granite_asr/assets/samples) to the real server, the transcript appears, and the SRT download parses.
 
 Playwright cannot download its own browser build here, so it drives Debian's `chromium` package
 (`apt-get install chromium`, done by .ci/run). Without playwright or a system Chromium the test skips and
@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from .test_server import API_KEY, checkpoint, run_server, wav_bytes  # noqa: F401 (checkpoint: a fixture)
+import granite_asr
+
+from .test_server import API_KEY, checkpoint, run_server  # noqa: F401 (checkpoint: a fixture)
+
+SAMPLES = Path(granite_asr.__file__).parent / "assets" / "samples"
 
 sync_api = pytest.importorskip("playwright.sync_api")
 srt = pytest.importorskip("srt")
@@ -30,9 +34,8 @@ def server(checkpoint):  # noqa: F811 (the imported fixture is this module's too
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install chromium)")
 def test_upload_transcript_and_srt_download(server, tmp_path):
-    audio = tmp_path / "talk.wav"
-    audio.write_bytes(wav_bytes(3.0))
-    assert sf.info(str(audio)).duration == pytest.approx(3.0)
+    audio = SAMPLES / "en.flac"  # a bundled sample, as a user would upload it
+    seconds = sf.info(str(audio)).duration
     with sync_api.sync_playwright() as p:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -50,16 +53,16 @@ def test_upload_transcript_and_srt_download(server, tmp_path):
             page.wait_for_selector("#transcript .seg", timeout=30_000)
             assert page.locator("#transcript .seg .time").first.inner_text().startswith("0:")
             assert page.locator("#transcript .word").count() >= 1  # word timings are shown
-            assert "3.0 s of audio" in page.inner_text("#summary")
+            assert f"{seconds:.1f} s of audio" in page.inner_text("#summary")
             with page.expect_download() as info:
                 page.click("#dl-srt")
             download = info.value
-            assert download.suggested_filename == "talk.srt"
+            assert download.suggested_filename == "en.srt"
             cues = list(srt.parse(Path(download.path()).read_text(encoding="utf-8")))
             assert cues and cues[0].start.total_seconds() >= 0
             with page.expect_download() as info:
                 page.click("#dl-json")
-            assert info.value.suggested_filename == "talk.json"
+            assert info.value.suggested_filename == "en.json"
             assert errors == []
         finally:
             browser.close()
