@@ -55,7 +55,8 @@ def _freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...]) -> None:
         p.requires_grad = name.startswith(prefixes)
 
 
-def _feature_batches(model, args, split="train"):
+def _feature_batches(model, args):
+    split = args.split
     cache = FeatureCache.build(Path(args.corpus) / f"{split}.jsonl", Path(args.cache), split, model.config)
     rng = np.random.default_rng(args.seed)
     epoch = 0
