@@ -220,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--cache", default=None, help="feature cache directory (default: <corpus>/features-<preset>)"
     )
+    ap.add_argument("--split", default="train", help="manifest <corpus>/<split>.jsonl to train on")
     ap.add_argument("--langs", default=",".join(LANGS))
     ap.add_argument(
         "--text",
