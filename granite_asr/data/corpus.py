@@ -65,6 +65,9 @@ class BuildConfig:
     val_utts: int = 200  # per validation split per language
     conversations: int = 0  # conv-train per language; conv-val gets a tenth (at least 1 when > 0)
     seed: int = 0
+    # Salt of the held-out-sentence hash, separate from `seed` so corpora rendered with different seeds
+    # and trained together share one held-out set (no validation sentence ever enters training).
+    heldout_seed: int = 0
     workers: int = 2
     engines: tuple[str, ...] | None = None  # restrict to these engines (None = all installed)
     held_out_families: tuple[str, ...] = HELD_OUT_FAMILIES
@@ -111,7 +114,7 @@ def text_pools(cfg: BuildConfig, lang: str) -> tuple[list[str], list[str], dict[
     train, held = [], []
     for s in sents:
         pivot = s if lang == "en" else trans.get(s, {}).get("en", s)
-        (held if stable_u01(cfg.seed, "heldout", pivot) < cfg.heldout_text_fraction else train).append(s)
+        (held if stable_u01(cfg.heldout_seed, "heldout", pivot) < cfg.heldout_text_fraction else train).append(s)
     rng = np.random.default_rng(item_seed(cfg.seed, "text", lang))
     return list(rng.permutation(train)), list(rng.permutation(held)), trans
 
@@ -447,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--val-utts", type=int, default=200, help="utterances per validation split per language")
     b.add_argument("--conversations", type=int, default=0, help="conv-train conversations per language")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--heldout-seed", type=int, default=0, help="held-out sentence salt; keep it equal across corpora"
+    )
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--engines", default=None, help="comma list to restrict engines, e.g. espeak,flite,piper")
     b.add_argument("--augment-prob", type=float, default=0.6)
@@ -464,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         val_utts=a.val_utts,
         conversations=a.conversations,
         seed=a.seed,
+        heldout_seed=a.heldout_seed,
         workers=a.workers,
         engines=tuple(a.engines.split(",")) if a.engines else None,
         augment_prob=a.augment_prob,
