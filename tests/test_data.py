@@ -236,6 +236,27 @@ def test_corpus_is_reproducible_and_resumes(tiny_corpus, tmp_path):
     assert first.stat().st_mtime_ns == mtime
 
 
+def test_second_seed_keeps_heldout_text_out_and_merges(tiny_corpus, tmp_path):
+    """A corpus rendered with another seed (same --heldout-seed) never trains on a held-out sentence,
+    and merging both gives one manifest whose audio paths resolve and whose ids are unique."""
+    from granite_asr.data.manifest import merge_manifests
+
+    cfg = corpus.BuildConfig(
+        out=tmp_path / "c2", langs=("en", "de"), utts_per_lang=10, val_utts=0, seed=8, engines=FAST_ENGINES
+    )
+    corpus.build(cfg)
+    second = _rows(cfg.out, "train")
+    held = {r["text"] for s in ("val-unseen-text", "val-unseen-both") for r in _rows(tiny_corpus, s)}
+    assert second and not held & {r["text"] for r in second}
+    out = tmp_path / "merged" / "train.jsonl"
+    out.parent.mkdir()
+    n = merge_manifests(out, [tiny_corpus / "train.jsonl", cfg.out / "train.jsonl"])
+    rows = _rows(out.parent, "train")
+    assert n == len(rows) == 20 + len(second)
+    assert len({r["id"] for r in rows}) == n
+    assert all((out.parent / r["audio"]).exists() for r in rows)
+
+
 def test_conversation_word_times(tmp_path):
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng not installed")

@@ -35,6 +35,7 @@ import soundfile as sf
 from . import augment as aug
 from . import text as textmod
 from . import tts
+from .manifest import merge_manifests
 
 SR = tts.SAMPLE_RATE
 SPLITS = ("train", "val-unseen-voice", "val-unseen-text", "val-unseen-both", "conv-train", "conv-val")
@@ -114,7 +115,9 @@ def text_pools(cfg: BuildConfig, lang: str) -> tuple[list[str], list[str], dict[
     train, held = [], []
     for s in sents:
         pivot = s if lang == "en" else trans.get(s, {}).get("en", s)
-        (held if stable_u01(cfg.heldout_seed, "heldout", pivot) < cfg.heldout_text_fraction else train).append(s)
+        (
+            held if stable_u01(cfg.heldout_seed, "heldout", pivot) < cfg.heldout_text_fraction else train
+        ).append(s)
     rng = np.random.default_rng(item_seed(cfg.seed, "text", lang))
     return list(rng.permutation(train)), list(rng.permutation(held)), trans
 
@@ -440,6 +443,9 @@ def _write_manifests(cfg, items, done, failures, seconds) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m granite_asr.data.corpus")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("merge", help="merge corpus manifests into one (paths rewritten, ids kept unique)")
+    m.add_argument("--out", required=True, type=Path)
+    m.add_argument("sources", nargs="+", type=Path)
     b = sub.add_parser("build", help="synthesise a corpus")
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--langs", default="en,fr,de,es,pt,ja")
@@ -458,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--augment-prob", type=float, default=0.6)
     b.add_argument("--engine-weights", default="", help="e.g. kokoro=2,espeak=0.5 (overrides defaults)")
     a = ap.parse_args(argv)
+    if a.cmd == "merge":
+        print(json.dumps({"rows": merge_manifests(a.out, a.sources), "out": str(a.out)}))
+        return
     weights = dict(ENGINE_WEIGHTS)
     for kv in filter(None, a.engine_weights.split(",")):
         k, v = kv.split("=")
