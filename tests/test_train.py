@@ -131,6 +131,19 @@ def test_encoder_bpe_weight_switches_the_bpe_loss(corpus, lm_checkpoint, tmp_pat
         assert ("bpe" in keys) == (weight != "0")
 
 
+def test_export_writes_a_bf16_checkpoint_with_the_same_outputs(lm_checkpoint, tmp_path):
+    src = lm_checkpoint / "latest"
+    recipe.main(["export", "--init", str(src), "--out", str(tmp_path / "ship")])
+    shipped = granite_asr.load_model(tmp_path / "ship", dtype=torch.float32)
+    assert json.loads((tmp_path / "ship" / "config.json").read_text())["dtype"] == "bfloat16"
+    ref = granite_asr.load_model(src, dtype=torch.float32)
+    a = dict(shipped.state_dict())
+    for k, v in ref.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(a[k], v.to(torch.bfloat16).float(), rtol=0, atol=0, msg=k)
+    assert shipped.tokenizer.encode("the cat") == ref.tokenizer.encode("the cat")
+
+
 def test_trainer_checkpoint_is_atomic_and_loadable(tmp_path):
     model = granite_asr.build_model("tiny")
     trainer = Trainer(model, LoopConfig(out_dir=str(tmp_path), steps=1), lambda m, b: {"loss": b})

@@ -9,6 +9,11 @@
 Every stage writes `<out>/latest` in the official checkpoint layout and resumes from it when re-run.
 `--init` also accepts the official checkpoints (a directory or hub id), so the same stages fine-tune
 2b / 2b-nar / 2b-plus (use `--lora-r` to train adapters and merge them on save).
+
+Every stage but tokenizer also runs under torchrun (issue 7 §3): the same global batches, sharded across
+processes (DDP; `--fsdp` shards the parameters), rank 0 logging and checkpointing:
+
+    torchrun --nproc_per_node 4 -m granite_asr.train encoder --init … --corpus data/corpus --out runs/encoder
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import torch
 
 from ..config import SpeechConfig, preset
 from ..model.build import build_model
-from ..model.checkpoint import load_pretrained
+from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.lora import apply_lora, merge_lora
 from ..tokenizer import Tokenizer
+from . import distributed
 from . import objectives as obj
 from .data import FeatureCache, collate, epoch_batches, spec_augment
 from .loop import LoopConfig, Trainer
@@ -57,7 +63,10 @@ def _freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...]) -> None:
 
 def _feature_batches(model, args):
     split = args.split
-    cache = FeatureCache.build(Path(args.corpus) / f"{split}.jsonl", Path(args.cache), split, model.config)
+    with distributed.main_first(distributed.context()):  # rank 0 writes the cache, the others read it
+        cache = FeatureCache.build(
+            Path(args.corpus) / f"{split}.jsonl", Path(args.cache), split, model.config
+        )
     rng = np.random.default_rng(args.seed)
     epoch = 0
     while True:
@@ -75,7 +84,7 @@ def _loop_config(args, recipe: dict) -> LoopConfig:
     return LoopConfig(
         out_dir=args.out, steps=args.steps, lr=args.lr, warmup=args.warmup, bf16=not args.fp32,
         log_every=args.log_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes, seed=args.seed,
-        stop_at=args.stop_at,
+        stop_at=args.stop_at, fsdp=args.fsdp,
         recipe={**recipe, "argv": vars(args)},
     )  # fmt: skip
 
@@ -83,7 +92,7 @@ def _loop_config(args, recipe: dict) -> LoopConfig:
 def _train(model, args, loss_fn, batches, recipe: dict) -> None:
     torch.manual_seed(args.seed)
     trainer = Trainer(model, _loop_config(args, recipe), loss_fn)
-    if trainer.try_resume():
+    if trainer.try_resume() and trainer.dist.is_main:
         print(f"resumed {args.out} at step {trainer.step}", flush=True)
     trainer.run(batches)
     if args.lora_r:
@@ -195,12 +204,22 @@ def stage_nar(args) -> None:
     )
 
 
+def stage_export(args) -> None:
+    """Write --init as a shippable checkpoint: the official layout in bfloat16 (the embedded default is
+    stored this way, issue 4 §4); `--fp32` keeps float32."""
+    model = load_pretrained(args.init, dtype=torch.float32)
+    out = save_pretrained(model, args.out, dtype=torch.float32 if args.fp32 else torch.bfloat16)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"exported {args.init} -> {out} ({size / 2**20:.1f} MiB)", flush=True)
+
+
 STAGES = {
     "tokenizer": stage_tokenizer,
     "lm": stage_lm,
     "encoder": stage_encoder,
     "speech": stage_speech,
     "nar": stage_nar,
+    "export": stage_export,
 }
 
 
@@ -243,6 +262,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--stop-at", type=int, default=0, help="checkpoint and stop at this step (resume later)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--fsdp", action="store_true", help="under torchrun: FSDP (sharded weights) instead of DDP"
+    )
     return ap
 
 
@@ -250,4 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.corpus and not args.cache:
         args.cache = str(Path(args.corpus) / "features")
-    STAGES[args.stage](args)
+    distributed.init_from_env()  # torchrun's environment → a process group; nothing without it
+    try:
+        STAGES[args.stage](args)
+    finally:
+        distributed.shutdown()
