@@ -84,7 +84,9 @@ def test_lm_stage_loss_goes_down(lm_checkpoint):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
 
 
-@pytest.mark.parametrize("stage,lr", [("encoder", "3e-3"), ("speech", "5e-3"), ("nar", "2e-3")])
+@pytest.mark.parametrize(
+    "stage,lr", [("encoder", "3e-3"), ("speech", "5e-3"), ("joint", "3e-3"), ("nar", "2e-3")]
+)
 def test_speech_stages_loss_goes_down(stage, lr, corpus, lm_checkpoint, tmp_path):
     out = tmp_path / stage
     args = [

@@ -58,9 +58,10 @@ class EncoderWeights:
 
 
 def encoder_loss(
-    model: nn.Module, batch: FeatureBatch, tokenizer, w: EncoderWeights = EncoderWeights()
+    model: nn.Module, batch: FeatureBatch, tokenizer, w: EncoderWeights = EncoderWeights(), enc=None
 ) -> dict:
-    enc = model.encoder(batch.features, batch.lengths)
+    """`enc`: the batch's `EncoderOutput` when the caller already ran the encoder (joint stage)."""
+    enc = model.encoder(batch.features, batch.lengths) if enc is None else enc
     chars = [char_targets(u.text, u.lang) for u in batch.items]
     out = {
         "char": _ctc(model.encoder.out(enc.last), enc.lengths, chars, char_vocab.BLANK),
@@ -130,12 +131,34 @@ def speech_inputs(model: nn.Module, tokenizer, batch: FeatureBatch, examples: li
     return ids, valid, lab
 
 
-def speech_loss(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]) -> dict:
+def _speech_forward(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]):
+    """(answer-token cross-entropy, model output)."""
     ids, valid, labels = speech_inputs(model, tokenizer, batch, examples)
     out = model(ids, batch.features, valid.long(), feature_lengths=batch.lengths)
     logits = out.logits[:, :-1].float()
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
-    return {"loss": ce}
+    return ce, out
+
+
+def speech_loss(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]) -> dict:
+    return {"loss": _speech_forward(model, batch, tokenizer, examples)[0]}
+
+
+def joint_loss(
+    model: nn.Module,
+    batch: FeatureBatch,
+    tokenizer,
+    examples: list[SpeechExample],
+    w: EncoderWeights = EncoderWeights(),
+    speech_weight: float = 1.0,
+) -> dict:
+    """Encoder CTC losses (a) and the speech LM loss (b) from one encoder pass, everything trained: the
+    compute-bounded variant of encoder → speech (the decoder learns to read the encoder as it forms)."""
+    ce, out = _speech_forward(model, batch, tokenizer, examples)
+    res = encoder_loss(model, batch, tokenizer, w, enc=out.encoder)
+    res["speech"] = ce
+    res["loss"] = res["loss"] + speech_weight * ce
+    return res
 
 
 # ----------------------------------------------------------------------------------------- nar (c)

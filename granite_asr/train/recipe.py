@@ -157,6 +157,20 @@ def stage_encoder(args) -> None:
     _train(model, args, lambda m, b: obj.encoder_loss(m, b, tok, weights), batches, {"stage": "encoder"})
 
 
+def stage_joint(args) -> None:
+    """Encoder (a) and speech (b) objectives together, every part trained; see `objectives.joint_loss`."""
+    model = _load_init(args)
+    _freeze_all_but(model, ("encoder.", "projector.", "language_model."))
+    tok, weights = model.tokenizer, obj.EncoderWeights(bpe=args.bpe_weight)
+    rng = np.random.default_rng(args.seed + 1)
+
+    def loss(m, b):
+        examples = obj.speech_examples(b, m.variant, rng, args.p_translate)
+        return obj.joint_loss(m, b, tok, examples, weights, args.speech_weight)
+
+    _train(model, args, loss, _feature_batches(model, args), {"stage": "joint"})
+
+
 def stage_speech(args) -> None:
     model = _load_init(args)
     _freeze_all_but(model, ("projector.", "language_model."))
@@ -218,6 +232,7 @@ STAGES = {
     "lm": stage_lm,
     "encoder": stage_encoder,
     "speech": stage_speech,
+    "joint": stage_joint,
     "nar": stage_nar,
     "export": stage_export,
 }
@@ -254,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--spec-augment", action="store_true")
     ap.add_argument("--p-translate", type=float, default=0.3)
     ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")
+    ap.add_argument("--speech-weight", type=float, default=1.0, help="joint stage: weight of the LM loss")
     ap.add_argument("--draft-dropout", type=float, default=0.1)
     ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
