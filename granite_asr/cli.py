@@ -5,6 +5,7 @@
                            [--batch-size N] [--device D] [--dtype T] [--keywords K]
     granite-asr translate FILES... --to LANG [--from LANG] [...]
     granite-asr info [MODEL]
+    granite-asr transcribe-corpus INPUT OUTPUT [--format F]... [--ray | --ray-address A] [...]
 
 `-` reads audio bytes from standard input. Without `--output-dir` the transcript goes to stdout (txt, or
 the one `--format` asked for); with it, `<dir>/<stem>.<ext>` per input (`out/talk.srt` for `talk.mp3`),
@@ -50,19 +51,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 # ------------------------------------------------------------------------------------------ arguments
 
 
-def _add_decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio/video files; '-' reads standard input")
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype: shared by every command that loads a model."""
     p.add_argument(
         "--model", default=None, help="checkpoint directory or hub id (default: the embedded model)"
     )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
     p.add_argument(
-        "--format",
-        "-f",
-        default=None,
-        choices=["txt", "json", "srt", "vtt", "tsv", "all"],
-        help="output format (default: txt on stdout, all with --output-dir)",
+        "--dtype", default=None, choices=sorted(_DTYPES), help="weights dtype (default: per device)"
     )
-    p.add_argument("--output-dir", "-o", default=None, help="write <dir>/<name>.<ext> per input")
+
+
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    """How to decode (the `TranscribeOptions` fields `_options` reads): shared by transcribe, translate and
+    transcribe-corpus."""
     p.add_argument("--word-timestamps", action="store_true", help="word times and confidences")
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
@@ -78,16 +80,26 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
         default=True,
         help="Silero VAD speech gating (--no-vad: transcribe everything above digital silence)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
-    p.add_argument(
-        "--dtype", default=None, choices=sorted(_DTYPES), help="weights dtype (default: per device)"
-    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio/video files; '-' reads standard input")
+    add_model_arguments(p)
+    p.add_argument(
+        "--format",
+        "-f",
+        default=None,
+        choices=["txt", "json", "srt", "vtt", "tsv", "all"],
+        help="output format (default: txt on stdout, all with --output-dir)",
+    )
+    p.add_argument("--output-dir", "-o", default=None, help="write <dir>/<name>.<ext> per input")
+    add_decoding_arguments(p)
 
 
 def _add_transcribe(p: argparse.ArgumentParser) -> None:
@@ -137,6 +149,15 @@ def _options(args: argparse.Namespace, task: str):
     )
 
 
+def _check_variant(model: str | None, options) -> None:
+    """Options against the checkpoint's variant, from its config alone (no weights read)."""
+    variant = _checkpoint_summary(model)["variant"]
+    try:
+        options.validate(variant)
+    except ValueError as e:
+        raise CLIError(f"error: {e}") from e
+
+
 def _load(args: argparse.Namespace, options):
     """Validate against the checkpoint's variant (cheap, before the weights), then load the model."""
     import torch
@@ -144,11 +165,7 @@ def _load(args: argparse.Namespace, options):
     from .api import load_model
     from .transcribe.pipeline import engine_for
 
-    variant = _checkpoint_summary(args.model)["variant"]
-    try:
-        options.validate(variant)
-    except ValueError as e:
-        raise CLIError(f"error: {e}") from e
+    _check_variant(args.model, options)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, _DTYPES[args.dtype]) if args.dtype else None
     try:
@@ -283,6 +300,73 @@ COMMANDS["translate"] = (
     lambda a: _run_task(a, "translate"),
 )
 COMMANDS["info"] = ("describe a model: variant, sizes, languages, tasks", _add_info, _run_info)
+
+
+def _add_transcribe_corpus(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="a folder, a quoted glob, or a JSONL/CSV manifest (audio[, id, duration])")
+    p.add_argument("output", help="folder for <name>.json (+ formats), _errors/ and outcomes.jsonl")
+    add_model_arguments(p)
+    p.add_argument(
+        "--format", "-f", action="append", default=None, choices=["txt", "json", "srt", "vtt", "tsv", "all"],
+        help="formats written besides json (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--language", default=None, help="spoken language (en, fr, de, es, pt, ja)")
+    p.add_argument("--to", dest="target_language", default=None, help="translate into this language")
+    p.add_argument("--speakers", action="store_true", help="speaker turns (2b-plus)")
+    add_decoding_arguments(p)
+    g = p.add_argument_group("scale-out and reruns (issue 7)")
+    g.add_argument("--ray", action="store_true", help="run on Ray Data (a Ray instance started here)")
+    g.add_argument(
+        "--ray-address", default=None, help="join a Ray cluster: auto, HOST:6379, ray://HOST:10001"
+    )
+    g.add_argument("--actors", type=int, default=None, help="model actors (default: one per GPU/CPU slot)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0)
+    g.add_argument("--gpus-per-actor", type=float, default=None, help="default: 1 on a cluster with GPUs")
+    g.add_argument("--group-seconds", type=float, default=120.0, help="audio per batch of files")
+    g.add_argument("--group-files", type=int, default=16, help="files per batch, at most")
+    g.add_argument("--retry-errors", action="store_true", help="redo inputs that have an error record")
+    g.add_argument("--json", action="store_true", help="print the final report as JSON on stdout")
+
+
+def _run_transcribe_corpus(args: argparse.Namespace) -> int:
+    from .transcribe.corpus import CorpusOptions, transcribe_corpus
+
+    try:
+        options = _options(args, "translate" if args.target_language else "transcribe")
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"error: {e}") from e
+    address = args.ray_address or ("local" if args.ray else None)
+    corpus = CorpusOptions(
+        formats=tuple(args.format or ()), group_seconds=args.group_seconds, group_files=args.group_files,
+        retry_errors=args.retry_errors, progress=options.progress, ray_address=address, actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor, device=args.device,
+        dtype=_DTYPES[args.dtype] if args.dtype else None,
+    )  # fmt: skip
+    if address is None:
+        model = _load(args, options)
+    else:  # each Ray actor loads its own copy; check the task against the checkpoint here, before Ray
+        _check_variant(args.model, options)
+        model = args.model
+    try:
+        report = transcribe_corpus(
+            args.input, args.output, model=model, options=corpus, transcribe_options=options
+        )
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(f"error: {e}") from e
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    _err(
+        f"{report.ok} ok, {report.errors} errors of {report.total} inputs ({report.skipped} done before); "
+        f"{report.audio_seconds / 3600:.3f} h of audio in {report.wall_seconds:.1f} s → {args.output}"
+    )
+    return 1 if report.errors else 0
+
+
+COMMANDS["transcribe-corpus"] = (
+    "transcribe a folder, glob or manifest into a folder of results; reruns skip what is done (--ray)",
+    _add_transcribe_corpus,
+    _run_transcribe_corpus,
+)
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
