@@ -25,8 +25,6 @@ import io
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
+from granite_asr.server.loopback import loopback_server
 from granite_asr.server.metrics import parse as parse_metrics
 
 SR = 16000
@@ -56,45 +55,26 @@ def synthetic_wav(seconds: float, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def spawned_server(args: argparse.Namespace):
     """`python -m granite_asr serve` on loopback for the run; its log goes to a temp file."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "granite_asr", "serve", "--port", str(port), "--log-level", "warning"]
-    cmd += ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
-    cmd += ["--max-queue", str(max(256, 2 * args.clients))]
-    cmd += ["--model", args.model] if args.model else []
-    cmd += [] if args.audio else ["--no-vad"]
-    cmd += args.server_arg
+    serve = [
+        "--log-level",
+        "warning",
+        "--max-batch",
+        str(args.max_batch),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
+    ]
+    serve += ["--max-queue", str(max(256, 2 * args.clients))]
+    serve += ["--model", args.model] if args.model else []
+    serve += [] if args.audio else ["--no-vad"]
+    serve += args.server_arg
     log_path = Path(tempfile.mkdtemp(prefix="load_server_")) / "server.log"
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "w+") as log, loopback_server(serve, log=log) as url:
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"server exited with {proc.returncode}; log: {log_path}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"server did not start in 300 s; log: {log_path}")
-                time.sleep(0.5)
-            yield url, " ".join(cmd[1:])
+            yield url, " ".join(["granite_asr", "serve", *serve])
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             print(f"server log: {log_path}", file=sys.stderr)
 
 

@@ -17,9 +17,6 @@ import asyncio
 import contextlib
 import io
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -38,6 +35,7 @@ from granite_asr.model.checkpoint import save_pretrained  # noqa: E402
 from granite_asr.options import DecodeOptions, TranscribeOptions  # noqa: E402
 from granite_asr.results import Segment, Transcription, Word  # noqa: E402
 from granite_asr.server import formats  # noqa: E402
+from granite_asr.server.loopback import loopback_server  # noqa: E402
 from granite_asr.server.metrics import Metrics  # noqa: E402
 from granite_asr.server.metrics import parse as parse_metrics  # noqa: E402
 from granite_asr.server.scheduler import Cancelled, Scheduler  # noqa: E402
@@ -64,49 +62,18 @@ def wav_bytes(seconds: float = 2.0, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def run_server(checkpoint, *flags: str):
     """`python -m granite_asr serve` on a free loopback port → its base URL; stopped on exit."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "granite_asr", "serve", "--model", str(checkpoint), "--port", str(port)]
-    cmd += ["--no-vad", "--max-new-tokens", "8", "--log-level", "warning", *flags]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the machine is shared
-    # A file, not a pipe: a chatty server never blocks on a full pipe.
+    args = ["--model", str(checkpoint), "--no-vad", "--max-new-tokens", "8", "--log-level", "warning", *flags]
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the machine is shared
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            yield _wait_ready(proc, log, f"http://127.0.0.1:{port}")
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        with loopback_server(args, env=env, log=log, ready_timeout=300) as url:
+            yield url
         log.seek(0)
         output = log.read()
     # A traceback in the log means some request crashed inside the server, even if it answered.
     assert "Traceback" not in output, output
-
-
-def _wait_ready(proc: subprocess.Popen, log, url: str) -> str:
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"server exited {proc.returncode}:\n{log.read()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return url
-        if time.monotonic() > deadline:
-            raise TimeoutError("server did not start")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
