@@ -161,3 +161,17 @@ def test_char_targets_spell_what_the_head_can():
     assert char_vocab.decode(char_targets("Hello, World!", "en")) == "hello world"
     assert char_vocab.decode(char_targets("Ça va?", "fr")) == "ça va"
     assert torch.tensor(char_targets("l'été", "fr")).max() < char_vocab.SIZE
+
+
+def test_vtlp_moves_formants_and_keeps_padding():
+    from granite_asr.train.data import vtlp
+
+    x = torch.zeros(3, 10, 160)  # (B, T, 2 stacked frames × 80 mels)
+    x[:, :6, 40] = x[:, :6, 120] = 1.0  # a peak at mel bin 40 in both stacked frames; frames 6+ padding
+    rng = np.random.default_rng(0)
+    assert torch.equal(vtlp(x, 80, rng, max_warp=0.0), x)
+    y = vtlp(x, 80, rng, max_warp=0.2)
+    assert y.shape == x.shape and torch.all(y[:, 6:] == 0)
+    peaks = y[:, 0, :80].argmax(-1)
+    assert torch.equal(peaks, y[:, 0, 80:].argmax(-1))  # the same warp for every stacked frame
+    assert (peaks != 40).any() and ((peaks - 40).abs() <= 10).all()

@@ -141,6 +141,25 @@ def spec_augment(
     return x
 
 
+def vtlp(x: torch.Tensor, n_mels: int, rng: np.random.Generator, max_warp: float = 0.12) -> torch.Tensor:
+    """Vocal-tract-length perturbation (Jaitly & Hinton 2013) on cached features: each utterance's mel
+    axis is stretched by its own α ∈ [1 − w, 1 + w], as from a shorter or longer vocal tract, i.e.
+    another speaker. Warping the mel-bin index approximates warping frequency. It multiplies a synthetic
+    corpus's voices at no synthesis cost (NOTES: voices, not compute, limit transfer). x (B, T, D)."""
+    b, t, d = x.shape
+    view = x.reshape(b, t, d // n_mels, n_mels)  # (B, T, s, M)
+    alpha = torch.from_numpy(rng.uniform(1 - max_warp, 1 + max_warp, b)).to(x.dtype)  # (B,)
+    src = (torch.arange(n_mels, dtype=x.dtype)[None] / alpha[:, None]).clamp(0, n_mels - 1)  # (B, M)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=n_mels - 1)
+    frac = (src - lo)[:, None, None, :]  # (B, 1, 1, M)
+
+    def take(idx: torch.Tensor) -> torch.Tensor:
+        return torch.gather(view, 3, idx[:, None, None, :].expand_as(view))
+
+    return (take(lo) * (1 - frac) + take(hi) * frac).reshape(b, t, d)
+
+
 def collate(cache: FeatureCache, batch: list[Utterance]) -> FeatureBatch:
     width = max(u.frames for u in batch)
     feats = torch.zeros(len(batch), width, cache.dim)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import char_vocab
+from ..model.speech_lm import positions_from_mask
 from ..prompts import build_prompt, expand_audio_tokens
 from .data import FeatureBatch
 
@@ -132,12 +133,15 @@ def speech_inputs(model: nn.Module, tokenizer, batch: FeatureBatch, examples: li
 
 
 def _speech_forward(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]):
-    """(answer-token cross-entropy, model output)."""
+    """(answer-token cross-entropy, encoder output). The vocabulary projection runs on the answer
+    positions only: over an 8 k vocabulary it costs as much as the small decoder itself on every prompt
+    and audio position, and those positions carry no loss."""
     ids, valid, labels = speech_inputs(model, tokenizer, batch, examples)
-    out = model(ids, batch.features, valid.long(), feature_lengths=batch.lengths)
-    logits = out.logits[:, :-1].float()
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
-    return ce, out
+    embeds, _, enc = model.embed_inputs(ids, batch.features, None, batch.lengths)
+    hidden = model.language_model(embeds, valid, positions_from_mask(valid))  # (B, L, E)
+    scored = labels[:, 1:] != IGNORE  # (B, L-1): position t predicts token t+1
+    logits = model.language_model.logits(hidden[:, :-1][scored]).float()  # (N, V)
+    return F.cross_entropy(logits, labels[:, 1:][scored]), enc
 
 
 def speech_loss(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]) -> dict:
@@ -154,8 +158,8 @@ def joint_loss(
 ) -> dict:
     """Encoder CTC losses (a) and the speech LM loss (b) from one encoder pass, everything trained: the
     compute-bounded variant of encoder → speech (the decoder learns to read the encoder as it forms)."""
-    ce, out = _speech_forward(model, batch, tokenizer, examples)
-    res = encoder_loss(model, batch, tokenizer, w, enc=out.encoder)
+    ce, enc = _speech_forward(model, batch, tokenizer, examples)
+    res = encoder_loss(model, batch, tokenizer, w, enc=enc)
     res["speech"] = ce
     res["loss"] = res["loss"] + speech_weight * ce
     return res

@@ -33,7 +33,7 @@ from ..model.lora import apply_lora, merge_lora
 from ..tokenizer import Tokenizer
 from . import distributed
 from . import objectives as obj
-from .data import FeatureCache, collate, epoch_batches, spec_augment
+from .data import FeatureCache, collate, epoch_batches, spec_augment, vtlp
 from .loop import LoopConfig, Trainer
 from .text_data import lm_batches, train_tokenizer, training_text
 
@@ -74,6 +74,8 @@ def _feature_batches(model, args):
             cache, args.batch_seconds, model.geometry.encoder_frame_seconds, 64, args.seed + epoch
         ):
             fb = collate(cache, b)
+            if args.vtlp:
+                fb.features = vtlp(fb.features, model.config.features.n_mels, rng, args.vtlp)
             if args.spec_augment:
                 fb.features = spec_augment(fb.features, fb.lengths, model.config.features.n_mels, rng)
             yield fb
@@ -267,6 +269,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-seconds", type=float, default=160.0, help="audio per batch (padded)")
     ap.add_argument("--batch-tokens", type=int, default=6000, help="lm stage: tokens per batch")
     ap.add_argument("--spec-augment", action="store_true")
+    ap.add_argument(
+        "--vtlp",
+        type=float,
+        default=0.0,
+        help="vocal-tract-length perturbation: max mel-axis warp (e.g. 0.1)",
+    )
     ap.add_argument("--p-translate", type=float, default=0.3)
     ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")
     ap.add_argument("--speech-weight", type=float, default=1.0, help="joint stage: weight of the LM loss")
