@@ -5,6 +5,11 @@ A checkpoint directory holds the model in the official layout (`save_pretrained`
 loads with `granite_asr.load_model`) plus `trainer_state.safetensors` (optimizer moments) and
 `trainer_state.json` (step, schedule, RNG seeds, recipe). Everything is safetensors/JSON: no pickle.
 It is written to a temporary directory and renamed into place, so a crash never leaves a torn checkpoint.
+
+Under torchrun (issue 7 §3, `distributed.py`) the same loop runs the model wrapped in DDP (or FSDP with
+`fsdp=True`), each rank on its slice of every global batch; rank 0 alone logs and writes checkpoints
+(in the same single-process format, so a run resumes under any number of processes), with barriers
+around the save, and ranks agree on when to stop.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..model.checkpoint import save_pretrained
+from . import distributed
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class LoopConfig:
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
     stop_at: int = 0  # stop (with a checkpoint) at this step, schedule unchanged; 0 = run to `steps`
     seed: int = 0
+    fsdp: bool = False  # under torchrun: shard parameters and optimizer state (FSDP2) instead of DDP
     recipe: dict = field(default_factory=dict)  # the stage's own settings, saved with every checkpoint
 
 
@@ -52,8 +59,7 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for name, value in st.items():
@@ -78,6 +84,10 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: LoopConfig, loss_fn: Callable[[nn.Module, Any], dict]):
         self.model, self.cfg, self.loss_fn = model, cfg, loss_fn
         self.out = Path(cfg.out_dir)
+        self.dist = distributed.context(cfg.fsdp)
+        # Under torchrun the model runs wrapped (before the optimizer exists: FSDP replaces parameters).
+        self.net = distributed.wrap(model, loss_fn, self.dist) if self.dist.enabled else None
+        names = {id(p): n for n, p in model.named_parameters()}
         self.params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in self.params if p.ndim >= 2]
         no_decay = [p for p in self.params if p.ndim < 2]
@@ -86,6 +96,7 @@ class Trainer:
             lr=cfg.lr,
             betas=(0.9, 0.98),
         )
+        self.names = [names[id(p)] for g in self.opt.param_groups for p in g["params"]]  # optimizer order
         self.step = 0
         self._stop = False
 
@@ -95,10 +106,22 @@ class Trainer:
         return self.out / "latest"
 
     def save(self) -> None:
+        """Write `<out>/latest` (rank 0; under FSDP every rank first joins the gather of the full state)."""
+        if self.dist.fsdp:
+            model = _FullModel(self.model, distributed.full_model_state(self.net))
+            optim = distributed.full_optimizer_state(self.net, self.opt)  # rank 0 has it, the others {}
+            optim = _by_index(optim, self.names) if self.dist.is_main else optim
+        else:
+            model, optim = self.model, self.opt.state_dict()
+        if self.dist.is_main:
+            self._write(model, optim)
+        distributed.barrier(self.dist)
+
+    def _write(self, model, optim: dict) -> None:
         tmp = self.out / f".tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_pretrained(self.model, tmp)
-        tensors, meta = _flatten_optimizer(self.opt)
+        save_pretrained(model, tmp)
+        tensors, meta = _flatten_optimizer(optim)
         save_file(tensors, str(tmp / "trainer_state.safetensors"))
         state = {"step": self.step, "optimizer": meta, "loop": asdict(self.cfg), "time": time.time()}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, default=str))
@@ -117,15 +140,21 @@ class Trainer:
         from ..model.checkpoint import read_state_dict
 
         weights = read_state_dict(self.latest)
-        self.model.load_state_dict(weights, strict=False)
         state = json.loads(state_file.read_text())
         tensors = load_file(str(self.latest / "trainer_state.safetensors"))
-        self.opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        optim = _unflatten_optimizer(tensors, state["optimizer"])
+        if self.dist.fsdp:  # every rank reads the full state and keeps its shards
+            distributed.load_full_state(self.net, self.opt, weights, _by_name(optim, self.names))
+        else:  # DDP replicas all load the same files, so they stay identical
+            self.model.load_state_dict(weights, strict=False)
+            self.opt.load_state_dict(optim)
         self.step = int(state["step"])
         return True
 
     # ------------------------------------------------------------------ loop
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -151,16 +180,19 @@ class Trainer:
             batch = next(batches)
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                losses = self.loss_fn(self.model, batch)
             self.opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            if self.dist.enabled:
+                losses = self._distributed_backward(batch)
+            else:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    losses = self.loss_fn(self.model, batch)
+                losses["loss"].backward()
             gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             if torch.isfinite(gnorm):
                 self.opt.step()
             self.step += 1
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             n += 1
             if self.step % cfg.log_every == 0:
                 rec = {"step": self.step, **{k: v / n for k, v in sums.items()}}
@@ -169,10 +201,47 @@ class Trainer:
                 sums, n, t_log = {}, 0, time.time()
             if self.step % cfg.ckpt_every == 0:
                 self.save()
-            if cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes:
+            over_time = bool(cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes)
+            if distributed.any_rank(self.dist, over_time):
                 break
             if cfg.stop_at and self.step >= cfg.stop_at:
                 break
+            # A signal reaches the ranks at different steps: they must agree, or one waits for the others.
+            self._stop = distributed.any_rank(self.dist, self._stop)
         self.save()
         self.model.eval()
         return self.step
+
+    def _distributed_backward(self, batch: Any) -> dict[str, float]:
+        """This rank's slice, its loss scaled so DDP's mean of gradients is the global batch's gradient."""
+        shard, weight = distributed.shard_batch(batch, self.dist)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            losses = self.net(shard)
+        (losses["loss"] * (weight * self.dist.world)).backward()
+        return distributed.global_losses(self.dist, losses, weight)
+
+
+class _FullModel:
+    """What `save_pretrained` reads from a model (config, tokenizer, state_dict), for gathered FSDP weights."""
+
+    def __init__(self, model: nn.Module, state: dict[str, torch.Tensor]):
+        self.config, self._state = model.config, state
+        self.tokenizer = getattr(model, "tokenizer", None)
+        self.chat_template = getattr(model, "chat_template", None)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
+def _by_index(optim: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """FSDP's optimizer state (keyed by parameter name) → torch's (keyed by index), as a single process saves."""
+    index = {n: i for i, n in enumerate(names)}
+    state = {index[n]: st for n, st in optim["state"].items()}
+    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in optim["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _by_name(optim: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    state = {names[i]: st for i, st in optim["state"].items()}
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in optim["param_groups"]]
+    return {"state": state, "param_groups": groups}
