@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .groups import plan
+from .groups import plan, run_group
 from .machine import machine_info, matmul_peak
 from .report import plot, summarize, table
 from .worker import MARK
@@ -82,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny shapes, one pass each")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--only", action="append", help="run only these groups (repeatable)")
+    p.add_argument("--spec", type=Path, help="a JSON list of group specs to run instead of a profile")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     p.add_argument("--tag", default="speed", help="file name prefix")
     args = p.parse_args(argv)
     profile = "smoke" if args.smoke else ("full" if args.full else "quick")
     specs = smoke_plan() if args.smoke else plan(profile, args.device)
+    if args.spec:
+        specs, profile = json.loads(args.spec.read_text(encoding="utf-8")), f"spec {args.spec}"
     if args.only:
         specs = [s for s in specs if s["group"] in args.only]
     info = machine_info(args.device) | {"command": "python -m bench " + " ".join(argv), "profile": profile}
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     before = peaks(args.device)
     records: list[dict] = []
     for spec in specs:
-        records += run_worker(spec)
+        # The smoke profile runs in-process: tiny models, and one interpreter start instead of four.
+        records += run_group(spec) if args.smoke else run_worker(spec)
         # Partial results survive an interrupted run.
         partial = {"machine": info, "matmul_peak_gflops": {"before": before}, "records": records}
         base.with_suffix(".partial.json").write_text(json.dumps(partial, indent=2) + "\n", encoding="utf-8")

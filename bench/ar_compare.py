@@ -17,6 +17,7 @@ import torch
 from granite_asr.audio.features import AudioBatch, FeatureExtractor
 from granite_asr.decoding.greedy import greedy_search, prefill
 from granite_asr.lengths import lengths_to_mask
+from granite_asr.model.granite import FusedLinears
 from granite_asr.options import DecodeOptions
 from granite_asr.prompts import build_prompt, encode_prompts
 
@@ -73,9 +74,18 @@ def compare(model, ref, case: ARCase, label: dict) -> list[dict]:
     device = next(model.parameters()).device
     batch, ids, mask = ar_inputs(model, case, device)
     pad = model.tokenizer.pad_id
+
+    def unfused():
+        FusedLinears.enabled = False
+        try:
+            return ours_generate(model, batch, ids, mask, case.new_tokens)
+        finally:
+            FusedLinears.enabled = True
+
     runs = {
         "ours": lambda: ours_generate(model, batch, ids, mask, case.new_tokens),
         "transformers": lambda: reference_generate(ref, batch, ids, mask, case.new_tokens, pad),
+        "ours-unfused": unfused,  # the same decoder before issue 6's fused projections
     }
     outs = {k: f() for k, f in runs.items() for _ in range(case.warmup)}
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -86,7 +96,7 @@ def compare(model, ref, case: ARCase, label: dict) -> list[dict]:
             runs[k]()
             sync(device)
             times[k].append(time.perf_counter() - t0)
-    agree = float((outs["ours"] == outs["transformers"]).float().mean()) if outs else float("nan")
+    agree = float((outs["ours"] == outs["transformers"]).float().mean()) if outs else None
     audio_s = case.batch * float(batch.num_samples[0]) / SR
     records = []
     for k, ts in times.items():

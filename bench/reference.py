@@ -64,11 +64,14 @@ def reference_model(ours: nn.Module) -> nn.Module:
         ref = GraniteSpeechForConditionalGeneration(config)
     wanted = ref.state_dict()
     state = {hf_key(k): v for k, v in ours.state_dict().items() if hf_key(k) in wanted}
+    tied = config.text_config.tie_word_embeddings
+    if tied and "lm_head.weight" not in state:  # our tied head has no tensor of its own
+        state["lm_head.weight"] = ours.language_model.model.embed_tokens.weight
     missing = [k for k in wanted if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
         raise RuntimeError(f"reference keys without our tensor: {missing[:5]}")
     ref.load_state_dict(state, strict=False, assign=True)
-    if config.text_config.tie_word_embeddings:
+    if tied:
         ref.tie_weights()
     for mod in ref.modules():  # BatchNorm counters the state dict may lack
         for n, b in mod._buffers.items():

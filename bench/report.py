@@ -36,6 +36,11 @@ def _ar_speedups(records) -> list[dict]:
         ratio = ref["seconds_per_iter"] / r["seconds_per_iter"]
         name = f"AR ours / transformers, {r['preset']} {r['dtype']} B={r['batch']}"
         out.append(dict(name=name, value=ratio, goal=goal, met=ratio >= goal, unit="x"))
+        before = _find(records, impl="ours-unfused", **key)
+        if before is not None:
+            name = f"fused projections: unfused / fused time, {r['preset']} {r['dtype']} B={r['batch']}"
+            v = before["seconds_per_iter"] / r["seconds_per_iter"]
+            out.append(dict(name=name, value=v, goal=None, met=None, unit="x"))
     return out
 
 

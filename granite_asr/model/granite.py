@@ -55,6 +55,70 @@ class Rotary(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+class FusedLinears:
+    """One weight for several bias-free projections of the same input (issue 6: fused QKV and gate/up).
+
+    The checkpoint layout keeps separate `q_proj`/`k_proj`/`v_proj` (`gate_proj`/`up_proj`) tensors, so
+    the fusion happens on first inference use: the weights are concatenated once and each Linear's weight
+    becomes a VIEW of the fused tensor. No extra memory, `state_dict` still has the official names, and
+    in-place updates (load_state_dict, optimiser steps) reach the fused tensor. A weight replaced by a new
+    tensor (`.to(dtype)`, an `assign` load) no longer points into it, which the pointer check notices, and
+    the next inference call fuses again. Training (grad enabled) runs the separate Linears, so gradients
+    reach the parameters as usual.
+    """
+
+    enabled = True  # class-wide switch: the bench times the unfused path against it (issue 6)
+
+    def __init__(self, owner: nn.Module, *names: str):
+        # Looked up by name on every call: LoRA wrappers or int8 modules may replace the Linears.
+        self.owner, self.names = owner, names
+        self.weight: torch.Tensor | None = None
+        self.ptrs: tuple[int, ...] = ()
+
+    @property
+    def linears(self) -> list[nn.Module]:
+        return [getattr(self.owner, n) for n in self.names]
+
+    def usable(self) -> bool:
+        """Plain bias-free Linears (not LoRA, not quantised), outside autograd."""
+        return (
+            FusedLinears.enabled
+            and not torch.is_grad_enabled()
+            and all(type(m) is nn.Linear and m.bias is None for m in self.linears)
+        )
+
+    def get(self) -> torch.Tensor:
+        ws = [m.weight for m in self.linears]
+        if self.weight is None or tuple(w.data_ptr() for w in ws) != self.ptrs:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor: training may follow
+                fused = torch.cat([w.detach() for w in ws])
+                start = 0
+                for m in self.linears:
+                    n = m.weight.shape[0]
+                    m.weight.data = fused[start : start + n]
+                    start += n
+            self.weight, self.ptrs = fused, tuple(m.weight.data_ptr() for m in self.linears)
+        return self.weight
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (…, E) → each projection's output, from one matmul when usable."""
+        linears = self.linears
+        if not self.usable():
+            return [m(x) for m in linears]
+        sizes = [m.weight.shape[0] for m in linears]
+        return list(F.linear(x, self.get()).split(sizes, dim=-1))
+
+
+def fuse_projections(module: nn.Module) -> None:
+    """Fuse every decoder layer's projections now (before sharing the weights with another model)."""
+    for m in module.modules():
+        for fused in (getattr(m, "_qkv", None), getattr(m, "_gate_up", None)):
+            if isinstance(fused, FusedLinears) and all(
+                type(lin) is nn.Linear and lin.bias is None for lin in fused.linears
+            ):
+                fused.get()
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([-x2, x1], dim=-1)
@@ -75,13 +139,15 @@ class GraniteAttention(nn.Module):
         self.k_proj = nn.Linear(e, self.kv_heads * self.head_dim, bias=b)
         self.v_proj = nn.Linear(e, self.kv_heads * self.head_dim, bias=b)
         self.o_proj = nn.Linear(self.heads * self.head_dim, e, bias=b)
+        self._qkv = FusedLinears(self, "q_proj", "k_proj", "v_proj")
 
     def forward(self, x, cos, sin, mask: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """x (B, L, E), mask (B, 1, L, S) bool (True = may attend) → (B, L, E)."""
         b, n, _ = x.shape
-        q = self.q_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
-        k = self.k_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hk, L, Dh)
-        v = self.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self._qkv(x)
+        q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+        k = k.view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hk, L, Dh)
+        v = v.view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
         if cache is not None:
@@ -99,9 +165,11 @@ class GraniteMLP(nn.Module):
         self.gate_proj = nn.Linear(e, i, bias=b)
         self.up_proj = nn.Linear(e, i, bias=b)
         self.down_proj = nn.Linear(i, e, bias=b)
+        self._gate_up = FusedLinears(self, "gate_proj", "up_proj")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self._gate_up(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class GraniteLayer(nn.Module):
