@@ -361,11 +361,19 @@ def _default() -> SpeechConfig:
     )
 
 
+def _default_25hz() -> SpeechConfig:
+    """`default` with 4 stacked mel frames (320-d input, 25 Hz encoder, 5 audio tokens/s): half the
+    encoder cost per second of audio, the geometry of the NOTES run that learned char CTC on this CPU."""
+    c = _default()
+    return c.replace(encoder=dataclasses.replace(c.encoder, input_dim=320))
+
+
 PRESETS = {
     "tiny": lambda: _tiny("ar"),
     "tiny-plus": lambda: _tiny("plus"),
     "tiny-nar": lambda: _tiny("nar"),
     "default": _default,
+    "default-25hz": _default_25hz,
     "2b": _official_ar,
     "2b-plus": _official_plus,
     "2b-nar": _official_nar,
