@@ -45,7 +45,9 @@ def engine_case(engine: Engine, case: EngineCase, label: dict, *, flops: bool = 
     audios = clips(case.clips, case.seconds)
     dec = DecodeOptions(mode=case.mode, batch_size=case.batch, max_new_tokens=case.new_tokens, max_repeats=0)
     opts = TranscribeOptions(decode=dec, progress=False)
-    engine.eos_id = -1  # never stop early: a fixed amount of decoding per clip
+    # AR: never stop early, a fixed amount of decoding per clip. Speculative verification appends the EOS
+    # to each draft, so it keeps the real one (its AR fallback may then stop early on random weights).
+    engine.eos_id = -1 if case.mode == "ar" else engine.model.config.text.eos_token_id
     results: list = []
 
     def run():
