@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from granite_asr.data import augment as aug
-from granite_asr.data import corpus, text, tts
+from granite_asr.data import corpus, render, text, tts
 
 SENTENCE = {"en": "The weather is lovely today.", "ja": "今日はとても良い天気ですね。"}
 
@@ -277,7 +277,7 @@ def test_conversation_word_times(tmp_path):
             {"speaker": 1, "text": "Good to hear."},
         ],
     }
-    row, x = corpus.render_conv(item)
+    row, x = render.render_conv(item)
     words = row["words"]
     assert [w["word"] for w in words] == [
         "Hello",
