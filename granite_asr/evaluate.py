@@ -38,8 +38,9 @@ def normalize(text: str, lang: str) -> str:
     return " ".join(out.split())
 
 
-def error_rate(refs: list[str], hyps: list[str], lang: str) -> float:
-    """Corpus-level WER (CER for ja) in percent over normalised text; empty references are skipped."""
+def error_rate(refs: list[str], hyps: list[str], lang: str, unit: str | None = None) -> float:
+    """Corpus-level error rate in percent over normalised text; empty references are skipped.
+    `unit`: "word" or "char"; default char for ja (no word spaces), word otherwise."""
     import jiwer
 
     pairs = [(normalize(r, lang), normalize(h, lang)) for r, h in zip(refs, hyps, strict=True)]
@@ -47,7 +48,8 @@ def error_rate(refs: list[str], hyps: list[str], lang: str) -> float:
     if not pairs:
         return float("nan")
     r, h = zip(*pairs, strict=True)
-    fn = jiwer.cer if lang == "ja" else jiwer.wer
+    unit = unit or ("char" if lang == "ja" else "word")
+    fn = jiwer.cer if unit == "char" else jiwer.wer
     return 100.0 * fn(list(r), list(h))
 
 
@@ -77,9 +79,9 @@ class EvalReport:
         return {**asdict(self), "rtfx": self.rtfx}
 
     def table(self) -> str:
-        lines = [f"{'lang':<8}{'metric':<7}{'value':>8}{'n':>7}", "-" * 30]
+        lines = [f"{'lang':<8}{'metric':<7}{'value':>8}{'n':>7}{'CER':>8}", "-" * 38]
         for lang, r in sorted(self.asr.items()):
-            lines.append(f"{lang:<8}{r['metric']:<7}{r['value']:>8.2f}{r['n']:>7}")
+            lines.append(f"{lang:<8}{r['metric']:<7}{r['value']:>8.2f}{r['n']:>7}{r['cer']:>8.2f}")
         for d, r in sorted(self.translation.items()):
             lines.append(f"{d:<8}{'BLEU':<7}{r['bleu']:>8.2f}{r['n']:>7}")
         lines.append(f"RTFx {self.rtfx:.1f} ({self.audio_seconds:.0f} s audio, mode {self.mode})")
@@ -127,6 +129,8 @@ def evaluate(
         report.asr[lang] = {
             "metric": metric,
             "value": error_rate([r["text"] for r in items], hyps, lang),
+            # CER for every language too: it tracks an acoustic model long before its words come right
+            "cer": error_rate([r["text"] for r in items], hyps, lang, unit="char"),
             "n": len(items),
             "audio_s": dur,
         }

@@ -20,6 +20,7 @@ def test_normalisers_and_error_rates():
     assert math.isclose(error_rate(["the cat sat on"], ["the dog sat"], "en"), 50.0)
     assert error_rate(["Bonjour à tous"], ["bonjour a tous"], "fr") > 0  # accents count
     assert math.isclose(error_rate(["今日は晴れ"], ["今日は雨"], "ja"), 40.0)  # CER: 1 sub + 1 del of 5
+    assert math.isclose(error_rate(["the cat"], ["the cab"], "en", unit="char"), 100 / 7)  # 1 of 7 chars
     assert bleu(["the cat is on the mat"], ["the cat is on the mat"], "en") > 99
     assert bleu(["the cat is on the mat"], ["a dog"], "en") < 10
 
@@ -48,6 +49,7 @@ def test_evaluate_reports_every_language_and_direction(tmp_path):
     model = build_tiny("tiny")
     report = evaluate(model, _manifest(tmp_path))
     assert set(report.asr) == {"en", "fr"} and report.asr["en"]["n"] == 2
+    assert all(0 <= r["cer"] for r in report.asr.values())
     assert set(report.translation) == {"en→fr", "fr→en"}
     assert report.rtfx > 0 and report.audio_seconds > 2
     assert "RTFx" in report.table()
