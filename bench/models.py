@@ -15,11 +15,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 import granite_asr
 from granite_asr.config import NarProjectorConfig, SpeechConfig, preset
 from granite_asr.tokenizer import Tokenizer
+from granite_asr.train.text_data import train_bpe
 
 SPECIAL = ("<|end_of_text|>", "<|pad|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>")
 CORPUS = [
@@ -36,17 +36,7 @@ FULL_PRESETS = ("tiny", "default", "2b")
 
 @lru_cache(maxsize=1)
 def _tokenizer_json() -> str:
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=list(SPECIAL),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
-    return tok.to_str()
+    return train_bpe(CORPUS * 4, 400, SPECIAL).to_str()
 
 
 def tokenizer() -> Tokenizer:

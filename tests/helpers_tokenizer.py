@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from granite_asr.tokenizer import Tokenizer
+from granite_asr.train.text_data import train_bpe
 
 SPECIAL_TOKENS = ("<|end_of_text|>", "<|pad|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>")
 
@@ -23,17 +23,7 @@ _CORPUS = [
 
 @lru_cache(maxsize=1)
 def _trained_json() -> str:
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    return tok.to_str()
+    return train_bpe(_CORPUS * 4, 400, SPECIAL_TOKENS).to_str()
 
 
 def make_tokenizer() -> Tokenizer:

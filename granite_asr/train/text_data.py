@@ -34,19 +34,27 @@ def training_text(langs: tuple[str, ...], seed: int) -> list[str]:
     return [docs[i] for i in rng.permutation(len(docs))]
 
 
-def train_tokenizer(docs: list[str], vocab_size: int, out_dir: Path) -> Path:
-    """Byte-level BPE of `vocab_size` ids (specials first), then `<|audio|>` appended as the last id,
-    as in the official layout (SPEC §5.4: audio token = vocab_size − 1 of the LLM)."""
+def train_bpe(
+    docs: list[str], vocab_size: int, specials: tuple[str, ...] | list[str] = SPECIALS
+) -> Tokenizer:
+    """A byte-level BPE (the `tokenizers` library) of `vocab_size` ids, `specials` first."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIALS,
+        special_tokens=list(specials),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(docs, trainer)
+    return tok
+
+
+def train_tokenizer(docs: list[str], vocab_size: int, out_dir: Path) -> Path:
+    """Byte-level BPE of `vocab_size` ids (specials first), then `<|audio|>` appended as the last id,
+    as in the official layout (SPEC §5.4: audio token = vocab_size − 1 of the LLM)."""
+    tok = train_bpe(docs, vocab_size)
     tok.add_special_tokens([AUDIO])
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tokenizer.json"
