@@ -312,8 +312,8 @@ def _default() -> SpeechConfig:
     """The embedded model shipped in the repo: the same architecture at ~20 M parameters (~40 MB bf16).
 
     The official frame geometry (2 stacked mel frames at 50 Hz, 200-frame blocks, 3 queries per 15
-    frames = 10 audio tokens/s, BPE pooling over 4 frames): synthetic speech reaches ~20 characters/s,
-    too dense for char CTC at 25 Hz (NOTES' 4-frame stacking plateaued here). A 6-layer, 256-wide
+    frames = 10 audio tokens/s, BPE pooling over 4 frames). Trained from scratch on this CPU, its char
+    CTC stayed on the plateau where `default-25hz` learned (recipes/RESULTS.md, session 2). A 6-layer, 256-wide
     Conformer and a 4-layer decoder with the Granite multipliers set to plain values (1, 1/sqrt(head_dim),
     1, 1), which train reliably at this width from scratch. Vocabulary: our 8192-token byte-level BPE plus
     `<|audio|>` as the last id.
