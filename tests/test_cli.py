@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -17,6 +16,7 @@ import soundfile as sf
 from granite_asr import cli
 from granite_asr.model.checkpoint import save_pretrained
 
+from .helpers_audio import encode_mp3
 from .test_transcribe import tiny_model
 
 SR = 16000
@@ -34,16 +34,7 @@ def write_mp3(path, seconds=3.0, rate=44100):
     t = np.arange(int(seconds * rate)) / rate
     left = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t)
     right = 0.3 * np.sin(2 * np.pi * (310 + 150 * t) * t)
-    samples = np.stack([left, right]).astype(np.float32)  # (2, n) planar
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mp3", rate=rate, layout="stereo")
-        for i in range(0, samples.shape[1], 1152):
-            frame = av.AudioFrame.from_ndarray(
-                samples[:, i : i + 1152].copy(), format="fltp", layout="stereo"
-            )
-            frame.sample_rate = rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    encode_mp3(path, np.stack([left, right]), rate)  # (2, n) planar
 
 
 @pytest.fixture(scope="module")

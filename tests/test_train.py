@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 import granite_asr
 from granite_asr.train import recipe
 from granite_asr.train.loop import LoopConfig, Trainer
-from granite_asr.train.objectives import char_targets
+from granite_asr.train.objectives import char_targets, speech_examples
 
 TEXTS = [
     ("en", "the cat sat on the mat", {"fr": "le chat est assis sur le tapis"}),
@@ -175,3 +176,24 @@ def test_vtlp_moves_formants_and_keeps_padding():
     peaks = y[:, 0, :80].argmax(-1)
     assert torch.equal(peaks, y[:, 0, 80:].argmax(-1))  # the same warp for every stacked frame
     assert (peaks != 40).any() and ((peaks - 40).abs() <= 10).all()
+
+
+def test_speech_prompts_cover_what_users_send():
+    """ASR prompts with and without the language, and keyword-biased ones whose keywords mix words of the
+    transcript with a distractor from another item (never Japanese, which has no spaces)."""
+    items = [
+        SimpleNamespace(lang="en", text="Remember the umbrella tomorrow morning.", translation={}),
+        SimpleNamespace(lang="ja", text="今日はとても良い天気ですね。", translation={}),
+    ]
+    batch = SimpleNamespace(items=items)
+    rng = np.random.default_rng(0)
+    plain = speech_examples(batch, "ar", rng, p_translate=0.0, p_no_language=1.0, p_keywords=0.0)
+    assert all("English" not in e.prompt and "Japanese" not in e.prompt for e in plain)
+    named = speech_examples(batch, "ar", rng, p_translate=0.0, p_no_language=0.0, p_keywords=0.0)
+    assert "English" in named[0].prompt and "Japanese" in named[1].prompt
+    for _ in range(10):
+        en, ja = speech_examples(batch, "ar", rng, p_translate=0.0, p_no_language=0.0, p_keywords=1.0)
+        keywords = en.prompt.split("Keywords: ")[1].split("\n")[0].split(", ")
+        assert any(k in en.answer for k in keywords)
+        assert "Keywords" not in ja.prompt  # no words to pick in the Japanese item
+        assert en.answer == items[0].text

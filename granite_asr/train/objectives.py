@@ -99,18 +99,48 @@ class SpeechExample:
     answer: str
 
 
-def speech_examples(batch: FeatureBatch, variant: str, rng, p_translate: float) -> list[SpeechExample]:
-    """ASR for most items; X→en or en→X translation where the manifest has a parallel text."""
+def speech_examples(
+    batch: FeatureBatch,
+    variant: str,
+    rng,
+    p_translate: float,
+    p_no_language: float = 0.5,
+    p_keywords: float = 0.1,
+) -> list[SpeechExample]:
+    """ASR for most items; X→en or en→X translation where the manifest has a parallel text.
+
+    ASR prompts come in the forms users send (SPEC §5.6): with the language named, without it (the
+    default when `language=None`, fraction `p_no_language`), and on 2b with keyword biasing (`p_keywords`):
+    one or two long words of the transcript plus one from another item of the batch as a distractor, so
+    the model learns to use a keyword when it is spoken and to ignore it when it is not."""
     out = []
-    for u in batch.items:
+    for i, u in enumerate(batch.items):
         targets = [lang for lang in u.translation if lang != u.lang]
         if variant == "ar" and targets and rng.random() < p_translate:
             tgt = "en" if "en" in targets else targets[int(rng.integers(len(targets)))]
             prompt = build_prompt(variant, task="translate", language=u.lang, target_language=tgt)
             out.append(SpeechExample(prompt, u.translation[tgt]))
-        else:
-            out.append(SpeechExample(build_prompt(variant, language=u.lang), u.text))
+            continue
+        keywords = _keywords(batch, i, rng) if variant == "ar" and rng.random() < p_keywords else None
+        language = None if rng.random() < p_no_language else u.lang
+        out.append(SpeechExample(build_prompt(variant, language=language, keywords=keywords), u.text))
     return out
+
+
+def _keywords(batch: FeatureBatch, i: int, rng) -> list[str] | None:
+    def long_words(u) -> list[str]:  # Japanese has no spaces to find words by: no keywords from it
+        return [] if u.lang == "ja" else [w.strip(".,;:!?\"'()«»¿¡") for w in u.text.split() if len(w) >= 6]
+
+    own = long_words(batch.items[i])
+    if not own:
+        return None
+    picks = [
+        own[int(k)] for k in rng.choice(len(own), size=min(len(own), int(rng.integers(1, 3))), replace=False)
+    ]
+    others = [w for j, u in enumerate(batch.items) if j != i for w in long_words(u)]
+    if others:
+        picks.insert(int(rng.integers(len(picks) + 1)), others[int(rng.integers(len(others)))])
+    return list(dict.fromkeys(w for w in picks if w))
 
 
 def speech_inputs(model: nn.Module, tokenizer, batch: FeatureBatch, examples: list[SpeechExample]):
