@@ -197,3 +197,39 @@ def test_speech_prompts_cover_what_users_send():
         assert any(k in en.answer for k in keywords)
         assert "Keywords" not in ja.prompt  # no words to pick in the Japanese item
         assert en.answer == items[0].text
+
+
+def test_precomputed_encoder_gives_the_speech_loss(corpus, lm_checkpoint, tmp_path):
+    """The speech stage over encoder outputs computed once equals the loss with the encoder run in the
+    step (eval mode, no augmentation): same audio tokens, same prompts, same cross-entropy."""
+    from granite_asr.train import objectives as obj
+    from granite_asr.train.data import FeatureCache, collate
+    from granite_asr.train.encoded import EncodedCache, encoded_speech_loss
+
+    model = granite_asr.load_model(lm_checkpoint / "latest").float().eval()
+    cache = FeatureCache.build(corpus / "train.jsonl", tmp_path / "f", "train", model.config)
+    encoded = EncodedCache.build(model, cache)
+    assert [u.frames for u in encoded.items] == [u.frames for u in cache.items]  # 1 encoder frame per frame
+    fb, eb = collate(cache, cache.items), collate(encoded, encoded.items)
+    rng = np.random.default_rng(0)
+    examples = obj.speech_examples(fb, "ar", rng, p_translate=0.5)
+    with torch.no_grad():
+        direct = obj.speech_loss(model, fb, model.tokenizer, examples)["loss"]
+        cached = encoded_speech_loss(model, eb, model.tokenizer, examples)["loss"]
+    # the cache holds bf16-autocast encoder outputs stored as float16: close, not bit-equal
+    assert float(cached) == pytest.approx(float(direct), rel=2e-2)
+    out = tmp_path / "speech"
+    args = [
+        "speech",
+        "--init",
+        str(lm_checkpoint / "latest"),
+        "--corpus",
+        str(corpus),
+        "--cache",
+        str(tmp_path / "f"),
+    ]
+    recipe.main(
+        args + _common(out, 30) + ["--lr", "5e-3", "--batch-seconds", "20", "--fp32", "--precompute-encoder"]
+    )
+    losses = _losses(out)
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:3])

@@ -34,6 +34,7 @@ from ..tokenizer import Tokenizer
 from . import distributed
 from . import objectives as obj
 from .data import FeatureCache, collate, epoch_batches, spec_augment, vtlp
+from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
 from .text_data import lm_batches, train_tokenizer, training_text
 
@@ -181,11 +182,41 @@ def stage_speech(args) -> None:
         for name, p in model.named_parameters():
             p.requires_grad = p.requires_grad or name.startswith("projector.")
     tok, rng = model.tokenizer, np.random.default_rng(args.seed + 1)
+    if args.precompute_encoder:
+        _train(model, args, *_encoded_speech(model, args, rng), {"stage": "speech", "precomputed": True})
+        return
 
     def loss(m, b):
         return obj.speech_loss(m, b, tok, obj.speech_examples(b, m.variant, rng, args.p_translate))
 
     _train(model, args, loss, _feature_batches(model, args), {"stage": "speech"})
+
+
+def _encoded_speech(model, args, rng):
+    """(loss, batches) over encoder outputs computed once (`train/encoded.py`); the frozen encoder's
+    output is masked per batch (channels and time spans) in place of input augmentation."""
+    with distributed.main_first(distributed.context()):
+        cache = FeatureCache.build(
+            Path(args.corpus) / f"{args.split}.jsonl", Path(args.cache), args.split, model.config
+        )
+    encoded = EncodedCache.build(model, cache)
+    tok = model.tokenizer
+
+    def batches():
+        epoch = 0
+        while True:
+            frame = model.geometry.encoder_frame_seconds
+            for b in epoch_batches(encoded, args.batch_seconds, frame, 64, args.seed + epoch):
+                fb = collate(encoded, b)
+                if args.spec_augment:
+                    fb.features = spec_augment(fb.features, fb.lengths, fb.features.shape[-1], rng)
+                yield fb
+            epoch += 1
+
+    def loss(m, b):
+        return encoded_speech_loss(m, b, tok, obj.speech_examples(b, m.variant, rng, args.p_translate))
+
+    return loss, batches()
 
 
 def stage_nar(args) -> None:
@@ -269,6 +300,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-seconds", type=float, default=160.0, help="audio per batch (padded)")
     ap.add_argument("--batch-tokens", type=int, default=6000, help="lm stage: tokens per batch")
     ap.add_argument("--spec-augment", action="store_true")
+    ap.add_argument(
+        "--precompute-encoder", action="store_true",
+        help="speech stage: run the frozen encoder once over the split and train on its outputs",
+    )  # fmt: skip
     ap.add_argument(
         "--vtlp",
         type=float,
