@@ -151,6 +151,13 @@ class SpeechConfig:
     scale_projected_embeddings: bool = True
     blank_token_id: int = 100257
     min_edit_sequence_length: int = 8
+    # Not official fields (official checkpoints keep these defaults; NOTES "same architecture"): what
+    # `mode="auto"` runs for plain transcription on this checkpoint (None: the variant's own, ar or nar;
+    # translation, keywords and speakers always take the variant's own), and which CTC head `mode="ctc"`
+    # reads when the encoder has both. The embedded default names "ctc" and "char": its char head
+    # transcribes unseen voices better than its small decoder does (recipes/RESULTS.md, session 3).
+    auto_mode: str | None = None
+    ctc_head: str = "bpe"
     # Free-form extras carried through save/load untouched (e.g. chat template name, languages).
     extra: tuple[tuple[str, Any], ...] = ()
 
@@ -164,6 +171,10 @@ class SpeechConfig:
             )
         if self.window_size % self.downsample_rate:
             raise ValueError("window_size must be a multiple of downsample_rate")
+        if self.auto_mode not in (None, "ar", "nar", "ctc", "speculative"):
+            raise ValueError(f"auto_mode {self.auto_mode!r}: expected None, ar, nar, ctc or speculative")
+        if self.ctc_head not in ("bpe", "char"):
+            raise ValueError(f"ctc_head {self.ctc_head!r}: expected 'bpe' or 'char'")
         if self.variant == "nar":
             if not isinstance(self.projector, NarProjectorConfig):
                 raise ValueError("variant 'nar' needs a NarProjectorConfig")

@@ -110,7 +110,8 @@ def evaluate(
     rows = [json.loads(x) for x in manifest.read_text("utf-8").splitlines() if x.strip()][:limit]
     engine = Engine(model)
     decode = DecodeOptions(mode=mode, beam_size=beam_size, batch_size=batch_size)
-    report = EvalReport(model=model_name, manifest=str(manifest), mode=decode.resolved_mode(model.variant))
+    mode_run = decode.resolved_mode(model.variant, model.config.auto_mode)
+    report = EvalReport(model=model_name, manifest=str(manifest), mode=mode_run)
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_lang[r["lang"]].append(r)

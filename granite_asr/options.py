@@ -32,9 +32,10 @@ class DecodeOptions:
     confidence_threshold: float = 0.4
     ctc_threshold: float = 0.0
 
-    def resolved_mode(self, variant: str) -> str:
+    def resolved_mode(self, variant: str, preferred: str | None = None) -> str:
+        """`auto` → `preferred` (a checkpoint's `SpeechConfig.auto_mode`) or the variant's own."""
         if self.mode == "auto":
-            return "nar" if variant == "nar" else "ar"
+            return preferred or ("nar" if variant == "nar" else "ar")
         return self.mode
 
 
@@ -58,13 +59,19 @@ class TranscribeOptions:
     def replace(self, **changes: Any) -> TranscribeOptions:
         return dataclasses.replace(self, **changes)
 
-    def validate(self, variant: str) -> None:
+    def resolved_mode(self, variant: str, preferred: str | None = None) -> str:
+        """The mode that runs: a checkpoint's preferred `auto` mode applies to plain transcription only;
+        translation, keywords and speakers need a prompt, so they take the variant's own mode."""
+        plain = self.task == "transcribe" and not self.keywords and not self.speakers
+        return self.decode.resolved_mode(variant, preferred if plain else None)
+
+    def validate(self, variant: str, preferred: str | None = None) -> None:
         """Raise ValueError for anything the variant cannot do (before any compute)."""
         if self.decode.mode not in MODES:
             raise ValueError(f"unknown mode {self.decode.mode!r}; choose from {MODES}")
         if self.decode.beam_size < 1:
             raise ValueError("beam_size must be >= 1")
-        mode = self.decode.resolved_mode(variant)
+        mode = self.resolved_mode(variant, preferred)
         if mode == "nar" and variant != "nar":
             raise ValueError(f"mode 'nar' needs a 2b-nar model, not {variant!r}")
         if mode == "ar" and variant == "nar":

@@ -179,3 +179,32 @@ def test_bf16_engine_runs():
     assert all(r.char_logits.dtype == torch.float32 and len(r.tokens) <= 4 for r in results)
     assert next(engine.model.parameters()).dtype == torch.bfloat16
     assert engine.model.language_model.model.rotary.inv_freq.dtype == torch.float32  # RoPE stays exact
+
+
+def test_checkpoint_auto_mode_and_ctc_head(engines, tmp_path):
+    """A checkpoint may say what `mode="auto"` runs for plain transcription (`auto_mode`) and which CTC
+    head `mode="ctc"` reads (`ctc_head`); prompts (translation, keywords) still take the variant's own
+    mode, and both fields survive save/load. Official configs keep the defaults."""
+    from granite_asr.api import load_model
+    from granite_asr.config import preset
+    from granite_asr.decoding.ctc import char_greedy
+    from granite_asr.model.checkpoint import save_pretrained
+
+    assert preset("2b").auto_mode is None and preset("2b").ctc_head == "bpe"
+    model = build_tiny("tiny")
+    model.config = model.config.replace(auto_mode="ctc", ctc_head="char")
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
+    assert (loaded.config.auto_mode, loaded.config.ctc_head) == ("ctc", "char")
+    engine = Engine(loaded)
+    assert engine.check(opts()) == "ctc"
+    assert engine.check(opts().replace(task="translate", language="fr", target_language="en")) == "ar"
+    assert engine.check(opts().replace(keywords=("hello",))) == "ar"
+    assert engines["tiny"].check(opts()) == "ar"  # a plain checkpoint: the variant's own
+    got = engine.run(AUDIOS[:2], opts())
+    feats = FeatureExtractor.from_config(loaded.config)
+    for audio, res in zip(AUDIOS[:2], got, strict=True):
+        x = feats.clip_features(torch.from_numpy(audio))[None]
+        with torch.no_grad():
+            enc = loaded.encoder(x.to(next(loaded.parameters()).dtype), torch.tensor([x.shape[1]]))
+        assert res.mode_used == "ctc" and res.text == char_greedy(loaded, enc)[0]

@@ -7,7 +7,8 @@ Per length bucket (`batching.py`): features → the encoder runs ONCE → one de
 
 - "ar":          prompt + audio embeddings → greedy or beam search over the KV cache (SPEC §5.6–5.7);
 - "nar":         BPE draft → slots → one packed bidirectional editing pass (SPEC §6.2);
-- "ctc":         the BPE CTC head, or the char head on a model without one (Plus), no LLM (SPEC §3.6);
+- "ctc":         the BPE CTC head, or the char head on a model without one (Plus) or whose config says
+                 `ctc_head="char"`, no LLM (SPEC §3.6); `auto` runs it where the config's `auto_mode` says so;
 - "speculative": BPE draft, verified by one LLM pass, AR fallback per row (SPEC §5.8).
 
 Every item also gets its char-CTC log-posteriors from the same encoder pass, for word alignment.
@@ -98,8 +99,9 @@ class Engine:
     # ------------------------------------------------------------------ checks and planning
     def check(self, options: TranscribeOptions) -> str:
         """Validate `options` for this model before any compute; return the decoding mode to run."""
-        options.validate(self.variant)
-        mode = options.decode.resolved_mode(self.variant)
+        preferred = self.model.config.auto_mode
+        options.validate(self.variant, preferred)
+        mode = options.resolved_mode(self.variant, preferred)
         if mode == "speculative":
             if self.variant != "ar" or not self.has_bpe_head:
                 raise ValueError("mode 'speculative' needs a 2b model with its BPE CTC head (out_llm)")
@@ -203,7 +205,7 @@ class Engine:
         return out
 
     def _ctc(self, enc: EncoderOutput) -> list[EngineResult]:
-        if not self.has_bpe_head:
+        if not self.has_bpe_head or self.model.config.ctc_head == "char":
             return [
                 self._result(enc, i, None, "ctc", text=t) for i, t in enumerate(char_greedy(self.model, enc))
             ]

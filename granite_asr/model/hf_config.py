@@ -95,7 +95,7 @@ def _coerce(cls: type, src: dict[str, Any]) -> dict[str, Any]:
             out[f.name] = int(v)
         elif t == "bool":
             out[f.name] = bool(v)
-        elif t == "str":
+        elif t in ("str", "str | None"):
             out[f.name] = str(v)
         elif t.startswith("tuple[int"):
             out[f.name] = tuple(int(x) for x in v)

@@ -253,8 +253,14 @@ def stage_nar(args) -> None:
 
 def stage_export(args) -> None:
     """Write --init as a shippable checkpoint: the official layout in bfloat16 (the embedded default is
-    stored this way, issue 4 §4); `--fp32` keeps float32."""
+    stored this way, issue 4 §4); `--fp32` keeps float32. `--auto-mode`/`--ctc-head` record how the
+    checkpoint transcribes by default (`SpeechConfig.auto_mode`, `ctc_head`)."""
     model = load_pretrained(args.init, dtype=torch.float32)
+    if args.auto_mode or args.ctc_head:
+        model.config = model.config.replace(
+            auto_mode=args.auto_mode or model.config.auto_mode,
+            ctc_head=args.ctc_head or model.config.ctc_head,
+        )
     out = save_pretrained(model, args.out, dtype=torch.float32 if args.fp32 else torch.bfloat16)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"exported {args.init} -> {out} ({size / 2**20:.1f} MiB)", flush=True)
@@ -316,6 +322,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--draft-dropout", type=float, default=0.1)
     ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    ap.add_argument("--auto-mode", choices=["ar", "ctc", "speculative"], help="export: what mode='auto' runs")
+    ap.add_argument("--ctc-head", choices=["bpe", "char"], help="export: the head mode='ctc' reads")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=200)
     ap.add_argument("--max-minutes", type=float, default=0.0)
