@@ -348,7 +348,7 @@ def _diff(full: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
             sub = _diff(value, base.get(key) or {})
             if sub:
                 out[key] = sub
-        elif key not in base or base[key] != value:
+        elif base.get(key) != value:  # None reads back as the default, so it needs no entry
             out[key] = _json_value(value)
     return out
 
