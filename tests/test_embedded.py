@@ -1,0 +1,180 @@
+"""Slow tier: the embedded default model, end to end, on the bundled samples (issues 3 and 4).
+
+The samples are voices and sentences the model never saw in training (`granite_asr.data.samples`). The
+embedded model transcribes with its char CTC head by default (`config.json`: `auto_mode` "ctc",
+`ctc_head` "char"; recipes/RESULTS.md says why), so its words come out spelled as heard: the assertions
+bound each sample's character error rate against the reference (Japanese against its katakana reading,
+the head's alphabet) at the value measured when the model shipped plus a margin, and check that the same
+text comes out of every path a user takes: a batch, one file at a time, the CLI on an mp3, a long
+recording cut by the VAD. Translation runs the decoder and must answer in the language asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import jiwer
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+import granite_asr
+from granite_asr import char_vocab
+from granite_asr.api import EMBEDDED_DIR
+from granite_asr.demo import SAMPLES
+from granite_asr.evaluate import error_rate, normalize
+from granite_asr.train.objectives import char_targets
+
+from .helpers_audio import encode_mp3
+
+pytestmark = pytest.mark.slow
+
+ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
+# Per-language CER bound (%) on the bundled sample: the value measured at ship time plus a margin for
+# float summation order across machines (bf16 weights, fp32 activations).
+# Shipped (session 3): en 49.2, fr 37.9, de 36.2, es 27.4, pt 24.2, ja 10.6 (katakana reading).
+CER_BOUND = {"en": 55.0, "fr": 43.0, "de": 41.0, "es": 32.0, "pt": 29.0, "ja": 15.0}
+
+
+def cer(item: dict, hypothesis: str) -> float:
+    """CER in %; Japanese is scored against its katakana reading, spaces ignored (no word spacing)."""
+    if item["language"] == "ja":
+        reading = char_vocab.decode(char_targets(item["text"], "ja")).replace(" ", "")
+        return 100 * jiwer.cer(reading, hypothesis.replace(" ", ""))
+    return error_rate([item["text"]], [hypothesis], item["language"], unit="char")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return granite_asr.load_model()
+
+
+@pytest.fixture(scope="module")
+def batch(model):
+    return model.transcribe([str(SAMPLES / it["file"]) for it in ITEMS], progress=False)
+
+
+def test_embedded_model_ships_in_the_official_layout():
+    names = {p.name for p in EMBEDDED_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+    size = sum(p.stat().st_size for p in EMBEDDED_DIR.iterdir())
+    assert size < 50 * 2**20
+    config = json.loads((EMBEDDED_DIR / "config.json").read_text())
+    assert config["encoder_config"]["input_dim"] == 320  # 4 stacked frames: the 25 Hz default preset
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=[it["language"] for it in ITEMS])
+def test_transcript_of_bundled_sample(batch, item):
+    res = batch[ITEMS.index(item)]
+    assert res.ok, res.error
+    lang, got = item["language"], cer(item, res.text)
+    assert got <= CER_BOUND[lang], f"{item['file']}: {res.text!r} (CER {got:.1f} %)"
+
+
+# The shipped model's exact transcripts (issue 4: "slow tests assert the embedded model's exact
+# transcripts"): a regression guard on the whole inference path (features, encoder, CTC decoding) for
+# this checkpoint, keyed by the sha256 of its weights so a new model states that it needs new values.
+# Regenerate: transcribe the samples with `granite_asr.load_model()` and copy the texts (RESULTS.md).
+MODEL_SHA256 = "6cc6f931f07efbde72d6d9e5d5b0eac9e626ba4984082294936149fc0376712f"
+EXACT = {
+    "en.flac": "ths pemickreis uan omel isamedardons terbenstld omap diten odate jgein de e unt te treit enstolldhem",
+    "fr.flac": "lecatdr peve teter lie de fasua s ue letexe pisea s de lanalotro como ublicaion asisté pa odinateur",
+    "de.flac": "weersolten dnech e manur andedencoen taga un seras lebanstenkaen",
+    "es.flac": "especifica ce losparametos de lim resoraciapliqempar imprimir asicomo pra ormte a lavisolisasionempantaia",
+    "pt.flac": "seprossedier einformasãan de conta sera te finite vameng te eliminada",
+    "ja.flac": "コレアイチブノサビスーヨビホストニカンレエンスルセツゾクノデタノテンソーリツヲセーゲンシマス",
+}
+
+
+def test_exact_transcripts_of_the_shipped_model(batch):
+    digest = hashlib.sha256((EMBEDDED_DIR / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == MODEL_SHA256, "a new embedded model: record its transcripts in EXACT and its sha256"
+    assert {it["file"]: res.text for it, res in zip(ITEMS, batch, strict=True)} == EXACT
+
+
+def test_batch_gives_the_same_words_as_one_at_a_time(model, batch):
+    for item, res in zip(ITEMS, batch, strict=True):
+        alone = model.transcribe(str(SAMPLES / item["file"]), progress=False)
+        assert alone.text == res.text, item["file"]
+
+
+def test_cli_acceptance_mp3_corrupt_and_silence(batch, tmp_path):
+    """Issue 3 "Done when", with real speech: the English sample as a 44.1 kHz stereo mp3, a corrupt file
+    and 5 s of silence through `python -m granite_asr transcribe`: every format for the good inputs, the
+    corrupt one named on stderr, empty text for silence, exit code 1."""
+    en = next(i for i, it in enumerate(ITEMS) if it["language"] == "en")
+    x, _ = sf.read(SAMPLES / ITEMS[en]["file"], dtype="float32")
+    x44 = soxr.resample(x, 16000, 44100)
+    encode_mp3(tmp_path / "talk.mp3", np.stack([x44, 0.8 * x44]), 44100)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7)
+    sf.write(tmp_path / "silence.wav", np.zeros(5 * 16000, np.float32), 16000)
+    out = tmp_path / "out"
+    files = [str(tmp_path / f) for f in ("talk.mp3", "broken.wav", "silence.wav")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "granite_asr", "transcribe", *files, "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "broken.wav" in proc.stderr
+    for stem in ("talk", "silence"):
+        assert sorted(f.suffix for f in out.glob(f"{stem}.*")) == [".json", ".srt", ".tsv", ".txt", ".vtt"]
+    talk = json.loads((out / "talk.json").read_text("utf-8"))
+    # the mp3 round trip (lossy codec, 44.1 kHz, stereo downmix) must keep what the flac gave
+    assert jiwer.cer(batch[en].text, talk["text"]) <= 0.15, (talk["text"], batch[en].text)
+    assert json.loads((out / "silence.json").read_text("utf-8"))["text"] == ""
+
+
+def test_long_recording_keeps_every_sample_in_order(model, batch, tmp_path):
+    """Three samples with pauses, as one file: the long-form path (VAD windows, absolute timestamps)
+    must give each sample's words once, in order, at the right place in time."""
+    langs = ("en", "es", "de")
+    picks = [next(i for i, it in enumerate(ITEMS) if it["language"] == lang) for lang in langs]
+    pause = np.zeros(16000 * 2, np.float32)
+    parts, starts, t = [], [], 0.0
+    for i in picks:
+        x, sr = sf.read(SAMPLES / ITEMS[i]["file"], dtype="float32")
+        assert sr == 16000
+        starts.append(t + len(pause) / sr)
+        parts += [pause, x]
+        t += (len(pause) + len(x)) / sr
+    path = tmp_path / "long.flac"
+    sf.write(path, np.concatenate(parts + [pause]), 16000)
+    res = model.transcribe(str(path), word_timestamps=True, progress=False)
+    assert res.ok, res.error
+    assert len(res.segments) >= len(picks)
+    assert all(s.start < s.end for s in res.segments)
+    # every sample's text once, in order: the whole transcript against the clips transcribed one by one
+    alone = " ".join(batch[i].text for i in picks)
+    assert jiwer.cer(alone, res.text) <= 0.2, (alone, res.text)
+    for i, start in zip(picks, starts, strict=True):
+        near = [s for s in res.segments if abs(s.start - start) < 1.0]
+        assert near, (ITEMS[i]["file"], start, [(s.start, s.text) for s in res.segments])
+
+
+def test_silence_gives_empty_text(model):
+    res = model.transcribe(np.zeros(16000 * 5, np.float32), progress=False)
+    assert res.ok and res.text.strip() == ""
+
+
+# Stopwords that only the target language's sentences are likely to contain.
+TARGET_WORDS = {
+    "en": {"the", "is", "to", "of", "this", "and"},
+    "fr": {"le", "la", "les", "de", "est", "une", "des"},
+}
+
+
+@pytest.mark.parametrize(
+    "item", [it for it in ITEMS if it["translate_to"] in TARGET_WORDS], ids=lambda it: it["file"]
+)
+def test_translation_answers_in_the_target_language(model, item):
+    res = model.transcribe(
+        str(SAMPLES / item["file"]), task="translate", language=item["language"],
+        target_language=item["translate_to"], progress=False,
+    )  # fmt: skip
+    assert res.ok, res.error
+    words = set(normalize(res.text, item["translate_to"]).split())
+    assert words & TARGET_WORDS[item["translate_to"]], res.text
