@@ -85,20 +85,17 @@ def test_lm_stage_loss_goes_down(lm_checkpoint):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
 
 
+def _stage_args(stage, corpus, lm_checkpoint, tmp_path) -> list[str]:
+    init = str(lm_checkpoint / "latest")
+    return [stage, "--init", init, "--corpus", str(corpus), "--cache", str(tmp_path / "f")]
+
+
 @pytest.mark.parametrize(
     "stage,lr", [("encoder", "3e-3"), ("speech", "5e-3"), ("joint", "3e-3"), ("nar", "2e-3")]
 )
 def test_speech_stages_loss_goes_down(stage, lr, corpus, lm_checkpoint, tmp_path):
     out = tmp_path / stage
-    args = [
-        stage,
-        "--init",
-        str(lm_checkpoint / "latest"),
-        "--corpus",
-        str(corpus),
-        "--cache",
-        str(tmp_path / "f"),
-    ]
+    args = _stage_args(stage, corpus, lm_checkpoint, tmp_path)
     recipe.main(args + _common(out, 30) + ["--lr", lr, "--batch-seconds", "20", "--fp32"])
     losses = _losses(out)
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:3])
@@ -219,15 +216,7 @@ def test_precomputed_encoder_gives_the_speech_loss(corpus, lm_checkpoint, tmp_pa
     # the cache holds bf16-autocast encoder outputs stored as float16: close, not bit-equal
     assert float(cached) == pytest.approx(float(direct), rel=2e-2)
     out = tmp_path / "speech"
-    args = [
-        "speech",
-        "--init",
-        str(lm_checkpoint / "latest"),
-        "--corpus",
-        str(corpus),
-        "--cache",
-        str(tmp_path / "f"),
-    ]
+    args = _stage_args("speech", corpus, lm_checkpoint, tmp_path)
     recipe.main(
         args + _common(out, 30) + ["--lr", "5e-3", "--batch-seconds", "20", "--fp32", "--precompute-encoder"]
     )

