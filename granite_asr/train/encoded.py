@@ -19,13 +19,11 @@ import dataclasses
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..lengths import lengths_to_mask
-from ..model.speech_lm import positions_from_mask
 from .data import FeatureCache, Utterance, bucket_batches, collate
-from .objectives import IGNORE, SpeechExample, speech_inputs
+from .objectives import SpeechExample, answer_loss, speech_inputs
 
 
 class EncodedCache:
@@ -75,7 +73,4 @@ def encoded_speech_loss(model: nn.Module, batch, tokenizer, examples: list[Speec
     audio = model.projector(feats)  # (B, N, E)
     counts = model.geometry.audio_tokens(batch.lengths)
     embeds = model.merge_audio(ids, audio, lengths_to_mask(counts, audio.shape[1]))  # (B, L, E)
-    hidden = model.language_model(embeds, valid, positions_from_mask(valid))  # (B, L, E)
-    scored = labels[:, 1:] != IGNORE  # position t predicts token t+1
-    logits = model.language_model.logits(hidden[:, :-1][scored]).float()  # (n, V)
-    return {"loss": F.cross_entropy(logits, labels[:, 1:][scored])}
+    return {"loss": answer_loss(model, embeds, valid, labels)}

@@ -168,10 +168,15 @@ def _speech_forward(model: nn.Module, batch: FeatureBatch, tokenizer, examples: 
     and audio position, and those positions carry no loss."""
     ids, valid, labels = speech_inputs(model, tokenizer, batch, examples)
     embeds, _, enc = model.embed_inputs(ids, batch.features, None, batch.lengths)
+    return answer_loss(model, embeds, valid, labels), enc
+
+
+def answer_loss(model: nn.Module, embeds: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor):
+    """Decoder over (B, L, E) input embeddings; cross-entropy on the labelled (answer) positions only."""
     hidden = model.language_model(embeds, valid, positions_from_mask(valid))  # (B, L, E)
     scored = labels[:, 1:] != IGNORE  # (B, L-1): position t predicts token t+1
     logits = model.language_model.logits(hidden[:, :-1][scored]).float()  # (N, V)
-    return F.cross_entropy(logits, labels[:, 1:][scored]), enc
+    return F.cross_entropy(logits, labels[:, 1:][scored])
 
 
 def speech_loss(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]) -> dict:
