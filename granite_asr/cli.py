@@ -1,7 +1,7 @@
 """`granite-asr` (also `python -m granite_asr`): a thin command line over `transcribe` and the writers.
 
     granite-asr transcribe FILES... [--model M] [--language L] [--format txt|json|srt|vtt|tsv|all]
-                           [--output-dir D] [--word-timestamps] [--speakers] [--mode M] [--beam-size N]
+                           [--output-dir D] [--word-timestamps] [--speakers] [--model-timestamps] [--mode M] [--beam-size N]
                            [--batch-size N] [--device D] [--dtype T] [--keywords K]
     granite-asr translate FILES... --to LANG [--from LANG] [...]
     granite-asr info [MODEL]
@@ -107,6 +107,10 @@ def _add_transcribe(p: argparse.ArgumentParser) -> None:
     _add_decode_args(p)
     p.add_argument("--language", default=None, help="spoken language (en, fr, de, es, pt, ja)")
     p.add_argument("--speakers", action="store_true", help="speaker turns (2b-plus)")
+    p.add_argument(
+        "--model-timestamps", action="store_true",
+        help="2b-plus: word times from the model's [T:cs] tags instead of CTC alignment (implies --word-timestamps)",
+    )  # fmt: skip
 
 
 def _add_translate(p: argparse.ArgumentParser) -> None:
@@ -139,8 +143,9 @@ def _options(args: argparse.Namespace, task: str):
         language=args.language,
         target_language=getattr(args, "target_language", None) if task == "translate" else None,
         keywords=tuple(keywords),
-        word_timestamps=args.word_timestamps,
+        word_timestamps=args.word_timestamps or getattr(args, "model_timestamps", False),
         speakers=getattr(args, "speakers", False),
+        model_timestamps=getattr(args, "model_timestamps", False),
         mode=args.mode,
         beam_size=args.beam_size,
         batch_size=args.batch_size,

@@ -93,7 +93,11 @@ COMMANDS["transcribe-corpus"] = (
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="JSONL manifest: audio, text, lang[, translation]")
+    p.add_argument(
+        "manifest",
+        help="JSONL manifest: audio, text, lang[, translation]; conversation rows (turns, words) "
+        "score a 2b-plus model's speaker (WDER) and timestamp error",
+    )
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: embedded)")
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
@@ -108,14 +112,26 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     model = load_model(args.model)
-    report = evaluate(
-        model, args.manifest, mode=args.mode, beam_size=args.beam_size, batch_size=args.batch_size,
-        limit=args.limit, translate=not args.no_translate, model_name=args.model or "embedded",
-    )  # fmt: skip
+    if model.variant == "plus" and _is_conversation_manifest(args.manifest):
+        from .evaluate_plus import evaluate_plus
+
+        report = evaluate_plus(model, args.manifest, limit=args.limit, batch_size=args.batch_size)
+    else:
+        report = evaluate(
+            model, args.manifest, mode=args.mode, beam_size=args.beam_size, batch_size=args.batch_size,
+            limit=args.limit, translate=not args.no_translate, model_name=args.model or "embedded",
+        )  # fmt: skip
     print(report.table())
     if args.output:
         Path(args.output).write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
     return 0
+
+
+def _is_conversation_manifest(path: str) -> bool:
+    """Conversation rows (turns with word times) get the Plus scores: WDER and timestamp error."""
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "{}")
+    return "turns" in json.loads(first)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:

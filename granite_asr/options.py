@@ -50,6 +50,9 @@ class TranscribeOptions:
     punctuated: bool = True
     word_timestamps: bool = False
     speakers: bool = False
+    # Plus only: the model writes `word [T:N]` end times (SPEC §7.3) and they time the words, instead of
+    # char-CTC alignment (the default on every variant). Not combinable with `speakers` (one prompt each).
+    model_timestamps: bool = False
     decode: DecodeOptions = dataclasses.field(default_factory=DecodeOptions)
     # Long-form: windows of at most `chunk_seconds`, cut at VAD pauses (or CTC blank runs).
     chunk_seconds: float = 30.0
@@ -61,8 +64,8 @@ class TranscribeOptions:
 
     def resolved_mode(self, variant: str, preferred: str | None = None) -> str:
         """The mode that runs: a checkpoint's preferred `auto` mode applies to plain transcription only;
-        translation, keywords and speakers need a prompt, so they take the variant's own mode."""
-        plain = self.task == "transcribe" and not self.keywords and not self.speakers
+        translation, keywords, speakers and model timestamps need a prompt, so they take the variant's own mode."""
+        plain = self.task == "transcribe" and not (self.keywords or self.speakers or self.model_timestamps)
         return self.decode.resolved_mode(variant, preferred if plain else None)
 
     def validate(self, variant: str, preferred: str | None = None) -> None:
@@ -84,7 +87,7 @@ class TranscribeOptions:
             self.language,
             self.target_language or ("en" if self.task == "translate" else None),
             speakers=self.speakers,
-            timestamps=False,  # word timestamps come from CTC alignment on every variant
+            timestamps=self.model_timestamps,  # otherwise words are timed by CTC alignment
             keywords=list(self.keywords) or None,
             prefix_text=None,
         )

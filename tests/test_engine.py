@@ -160,6 +160,8 @@ def test_run_restores_input_order_and_reports_progress(engines):
             "translate",
         ),
         ("tiny-nar", opts().replace(task="translate"), "translate"),
+        ("tiny", opts("ar").replace(model_timestamps=True), "plus"),
+        ("tiny-plus", opts("ar").replace(model_timestamps=True, speakers=True), "one at a time"),
     ],
 )
 def test_errors_before_compute(engines, name, options, message):

@@ -74,3 +74,55 @@ def test_eval_cli_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "nar" and set(report["asr"]) == {"en", "fr"} and report["translation"] == {}
+
+
+def test_wder_maps_labels_and_counts_wrong_speakers():
+    from granite_asr.evaluate_plus import wder
+
+    ref = ["hello", "there", "how", "are", "you", "fine", "thanks"]
+    spk = [1, 1, 1, 1, 1, 2, 2]
+    # the hypothesis numbers speakers its own way: a consistent relabelling is no error
+    assert wder(ref, spk, ["Hello,", *ref[1:]], ["B"] * 5 + ["A"] * 2) == (0, 7)
+    # "fine" attributed to the first speaker: 1 wrong of 7 aligned (a deletion is not aligned)
+    assert wder(ref, spk, ref, ["1"] * 6 + ["2"]) == (1, 7)
+    assert wder(ref, spk, ref[:-1], ["1"] * 5 + ["2"]) == (0, 6)
+    assert wder(ref, spk, [], []) == (0, 0)
+
+
+def test_time_errors_use_exactly_matching_words():
+    from granite_asr.evaluate_plus import time_errors
+    from granite_asr.results import Word
+
+    ref = [
+        {"word": "Hello,", "start": 0.5, "end": 0.9},
+        {"word": "world", "start": 1.0, "end": 1.4},
+        {"word": "again", "start": 1.5, "end": 2.0},
+    ]
+    hyp = [Word(" hello", 0.6, 1.0), Word(" word", 1.0, 1.4), Word(" again", 1.3, 2.3)]
+    np.testing.assert_allclose(time_errors(ref, hyp), [(0.1, 0.1), (0.3, 0.2)])
+
+
+def test_eval_cli_scores_a_plus_model_on_conversations(tmp_path):
+    """`granite-asr eval` on conversation rows with a Plus checkpoint: WDER and both timestamp paths."""
+    save_pretrained(build_tiny("tiny-plus"), tmp_path / "ckpt")
+    rng = np.random.default_rng(1)
+    words = [
+        {"word": w, "start": 0.3 + 0.4 * k, "end": 0.6 + 0.4 * k, "speaker": 1 + k // 3}
+        for k, w in enumerate(["one", "two", "three", "four", "five", "six"])
+    ]
+    turns = [{"speaker": 1, "text": "one two three"}, {"speaker": 2, "text": "four five six"}]
+    rows = []
+    for i in range(2):
+        sf.write(tmp_path / f"c{i}.wav", (0.1 * rng.standard_normal(48000)).astype(np.float32), 16000)
+        rows.append({"id": f"c{i}", "audio": f"c{i}.wav", "lang": "en", "text": "one two three four five six",
+                     "speakers": ["a", "b"], "turns": turns, "words": words})  # fmt: skip
+    (tmp_path / "conv.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "granite_asr", "eval", str(tmp_path / "conv.jsonl"), "--model",
+           str(tmp_path / "ckpt"), "--output", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["rows"] == 2 and set(report["wer"]) == {"en"} and report["wer"]["en"] >= 0
+    assert set(report["timestamps"]) == {"ctc", "model"}
+    assert "WDER" in proc.stdout and "timestamps (model)" in proc.stdout

@@ -174,6 +174,7 @@ class Engine:
             keywords=list(options.keywords) or None,
             punctuated=options.punctuated,
             speakers=options.speakers,
+            timestamps=options.model_timestamps,
         )
         ids, mask = encode_prompts(self.tokenizer, [prompt] * len(batch), batch.audio_token_counts.tolist())
         return ids.to(self.device), mask.to(self.device).bool()  # (B, L), (B, L)

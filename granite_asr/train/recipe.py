@@ -31,7 +31,7 @@ from ..model.build import build_model
 from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.lora import apply_lora, merge_lora
 from ..tokenizer import Tokenizer
-from . import distributed
+from . import distributed, plus
 from . import objectives as obj
 from .data import FeatureCache, collate, epoch_batches, spec_augment, vtlp
 from .encoded import EncodedCache, encoded_speech_loss
@@ -176,23 +176,45 @@ def stage_joint(args) -> None:
 
 def stage_speech(args) -> None:
     model = _load_init(args)
+    _train_projector_and_decoder(model, args)
+    rng = np.random.default_rng(args.seed + 1)
+    examples = lambda b: obj.speech_examples(b, model.variant, rng, args.p_translate)  # noqa: E731
+    _speech_on(model, args, examples, rng, {"stage": "speech"})
+
+
+def _train_projector_and_decoder(model, args) -> None:
+    """Freeze the encoder; with `--lora-r` the decoder trains LoRA adapters (merged on save)."""
     _freeze_all_but(model, ("projector.", "language_model."))
     if args.lora_r:
         apply_lora(model.language_model, r=args.lora_r, alpha=2 * args.lora_r)
         for name, p in model.named_parameters():
             p.requires_grad = p.requires_grad or name.startswith("projector.")
-    tok, rng = model.tokenizer, np.random.default_rng(args.seed + 1)
+
+
+def _speech_on(model, args, examples, rng, recipe: dict) -> None:
+    """Projector + decoder on `examples(batch)`, over log-mels or precomputed encoder outputs (where
+    `rng` also draws the output masking, in the order session 3's recorded runs used)."""
     if args.precompute_encoder:
-        _train(model, args, *_encoded_speech(model, args, rng), {"stage": "speech", "precomputed": True})
+        _train(model, args, *_encoded_speech(model, args, examples, rng), {**recipe, "precomputed": True})
         return
-
-    def loss(m, b):
-        return obj.speech_loss(m, b, tok, obj.speech_examples(b, m.variant, rng, args.p_translate))
-
-    _train(model, args, loss, _feature_batches(model, args), {"stage": "speech"})
+    tok = model.tokenizer
+    loss = lambda m, b: obj.speech_loss(m, b, tok, examples(b))  # noqa: E731
+    _train(model, args, loss, _feature_batches(model, args), recipe)
 
 
-def _encoded_speech(model, args, rng):
+def stage_plus(args) -> None:
+    """The Plus sibling (`train/plus.py`): an AR checkpoint in the Plus composition (or a Plus checkpoint,
+    e.g. the official 2b-plus), projector + decoder trained on speaker-turn and word-time prompts."""
+    model = _load_init(args)
+    if model.variant == "ar":
+        model = plus.plus_from_ar(model)
+    _train_projector_and_decoder(model, args)
+    rng = np.random.default_rng(args.seed + 3)
+    examples = lambda b: plus.plus_examples(b, rng, args.p_speakers, args.p_timestamps)  # noqa: E731
+    _speech_on(model, args, examples, rng, {"stage": "plus"})
+
+
+def _encoded_speech(model, args, examples, rng):
     """(loss, batches) over encoder outputs computed once (`train/encoded.py`); the frozen encoder's
     output is masked per batch (channels and time spans) in place of input augmentation."""
     with distributed.main_first(distributed.context()):
@@ -213,10 +235,7 @@ def _encoded_speech(model, args, rng):
                 yield fb
             epoch += 1
 
-    def loss(m, b):
-        return encoded_speech_loss(m, b, tok, obj.speech_examples(b, m.variant, rng, args.p_translate))
-
-    return loss, batches()
+    return (lambda m, b: encoded_speech_loss(m, b, tok, examples(b))), batches()
 
 
 def stage_nar(args) -> None:
@@ -273,6 +292,7 @@ STAGES = {
     "speech": stage_speech,
     "joint": stage_joint,
     "nar": stage_nar,
+    "plus": stage_plus,
     "export": stage_export,
 }
 
@@ -317,6 +337,8 @@ def parser() -> argparse.ArgumentParser:
         help="vocal-tract-length perturbation: max mel-axis warp (e.g. 0.1)",
     )
     ap.add_argument("--p-translate", type=float, default=0.3)
+    ap.add_argument("--p-speakers", type=float, default=0.4, help="plus stage: share of speaker-turn prompts")
+    ap.add_argument("--p-timestamps", type=float, default=0.4, help="plus stage: share of word-time prompts")
     ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")
     ap.add_argument("--speech-weight", type=float, default=1.0, help="joint stage: weight of the LM loss")
     ap.add_argument("--draft-dropout", type=float, default=0.1)

@@ -138,7 +138,7 @@ def _finish(f: _File, options: TranscribeOptions) -> Transcription:
     segments = []
     for k in range(len(f.windows)):
         for d in f.drafts[k]:
-            words = d.words if options.word_timestamps else ()
+            words = d.words if options.word_timestamps or options.model_timestamps else ()
             if d.speaker is not None:
                 words = tuple(dataclasses.replace(w, speaker=d.speaker) for w in words)
             segments.append(
