@@ -234,3 +234,27 @@ def test_no_tokenizer_files_means_none(tmp_path):
     save_pretrained(_randomised("tiny"), tmp_path)
     loaded = load_pretrained(tmp_path)
     assert loaded.tokenizer is None and loaded.chat_template is None
+
+
+def test_sibling_checkpoint_reads_shared_tensors_from_its_base(tmp_path):
+    """`save_pretrained(..., base=)`: a Plus sibling built from an AR model stores only what differs
+    (not the shared encoder), names the base in config.json, and loads back identical; the AR's BPE head
+    is never borrowed (the Plus has none)."""
+    from granite_asr.train.plus import plus_from_ar
+
+    ar = _randomised("tiny")
+    save_pretrained(ar, tmp_path / "base")
+    sib = plus_from_ar(ar)
+    with torch.no_grad():
+        sib.projector.linear.weight.add_(1.0)
+    save_pretrained(sib, tmp_path / "sets" / "plus", base=tmp_path / "base")
+    stored = load_file(str(tmp_path / "sets" / "plus" / "model.safetensors"))
+    assert not any(k.startswith("encoder.") for k in stored) and "projector.linear.weight" in stored
+    cfg = json.loads((tmp_path / "sets" / "plus" / "config.json").read_text())
+    assert cfg["granite_asr"]["base_weights"] == "../../base"
+    loaded = load_pretrained(tmp_path / "sets" / "plus")
+    assert loaded.config == sib.config and loaded.config.encoder.bpe_output_dim == 0
+    _assert_same_tensors(sib, loaded)
+    (tmp_path / "base" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="base_weights"):
+        load_pretrained(tmp_path / "sets" / "plus")

@@ -136,3 +136,18 @@ def test_plus_examples_refuse_japanese():
     batch = SimpleNamespace(items=[SimpleNamespace(lang="ja", text="今日は", extra={"id": "j1"}, index=0)])
     with pytest.raises(ValueError, match="j1"):
         plus.plus_examples(batch, np.random.default_rng(0))
+
+
+def test_plus_stage_fine_tunes_a_plus_checkpoint(conv_corpus, tmp_path):
+    """`--init` an existing Plus checkpoint (the official 2b-plus layout, tiny shapes): trained as it is."""
+    from granite_asr.model.checkpoint import save_pretrained
+
+    from .helpers_model import build_tiny
+
+    src = build_tiny("tiny-plus")
+    save_pretrained(src, tmp_path / "plus-init")
+    recipe.main(_args(conv_corpus, tmp_path / "ft", tmp_path / "plus-init", 3))
+    tuned = granite_asr.load_model(tmp_path / "ft" / "latest")
+    assert tuned.config == src.config
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, src.state_dict()[k])]
+    assert changed and all(k.startswith(("projector.", "language_model.")) for k in changed)

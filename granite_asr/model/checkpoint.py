@@ -27,11 +27,12 @@ from torch import nn
 
 from ..config import SpeechConfig
 from ..tokenizer import Tokenizer
-from .hf_config import config_from_hf, config_to_hf, preprocessor_to_hf
+from .hf_config import OURS_KEY, config_from_hf, config_to_hf, preprocessor_to_hf
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 BPE_FILE = "out_llm.safetensors"
+BASE_WEIGHTS = "base_weights"  # key in config.json's `granite_asr` sub-dict (see `_base_dir`)
 BPE_PREFIX = "encoder.out_bpe."
 LM_HEAD = "language_model.lm_head.weight"
 MAX_SHARD_BYTES = 4 * 1024**3
@@ -137,7 +138,17 @@ def _read_sharded(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+def _base_dir(directory: Path) -> Path | None:
+    """`granite_asr.base_weights` of config.json: a checkpoint (path relative to this one) that supplies
+    every tensor this one does not store, except the BPE CTC head (its presence sets the config's head
+    width, so a checkpoint always stores its own). Our siblings (NAR, Plus) share the embedded model's
+    frozen encoder this way instead of shipping a second copy; official checkpoints never set it."""
+    file = directory / "config.json"
+    rel = (_read_json(file).get(OURS_KEY) or {}).get(BASE_WEIGHTS) if file.is_file() else None
+    return (directory / rel).resolve() if rel else None
+
+
+def read_state_dict(directory: str | os.PathLike, _depth: int = 0) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint directory under our (official) names, as stored (dtype kept)."""
     directory = Path(directory)
     if (directory / INDEX_FILE).is_file():
@@ -164,6 +175,13 @@ def read_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
         if unknown or "weight" not in head:
             raise CheckpointError(f"{directory / BPE_FILE}: expected keys weight, bias; got {sorted(head)}")
         state.update({BPE_PREFIX + k: v for k, v in head.items()})
+    base = _base_dir(directory)
+    if base is not None:
+        if _depth >= 4 or not (base / "config.json").is_file():
+            raise CheckpointError(f"{directory / 'config.json'}: base_weights {base} is not a checkpoint")
+        for key, tensor in read_state_dict(base, _depth + 1).items():
+            if not key.startswith(BPE_PREFIX):
+                state.setdefault(key, tensor)
     return state
 
 
@@ -308,6 +326,10 @@ def _tensors_for_saving(model: nn.Module, dtype: torch.dtype | None) -> dict[str
     return state
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
 def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -353,13 +375,25 @@ def save_pretrained(
     *,
     dtype: torch.dtype | None = None,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    base: str | os.PathLike | None = None,
 ) -> Path:
     """Write config.json, preprocessor_config.json, weights (sharded above `max_shard_bytes`), the 2b BPE
-    head as `out_llm.safetensors`, and the tokenizer / chat template when the model carries them."""
+    head as `out_llm.safetensors`, and the tokenizer / chat template when the model carries them.
+
+    `base`: a checkpoint directory whose identical tensors are left out and read from there at load time
+    (`granite_asr.base_weights`, a path relative to `directory`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config: SpeechConfig = model.config
     state = _tensors_for_saving(model, dtype)
+    if base is not None:
+        shared = read_state_dict(base)
+        for key in [
+            k
+            for k, t in state.items()
+            if k in shared and _same(t, shared[k]) and not k.startswith(BPE_PREFIX)
+        ]:
+            del state[key]
     (directory / BPE_FILE).unlink(missing_ok=True)
     if config.variant == "ar" and any(k.startswith(BPE_PREFIX) for k in state):
         # SPEC §3.6 / §9.1: the official 2b keeps the BPE head out of model.safetensors.
@@ -367,6 +401,9 @@ def save_pretrained(
         save_file(head, str(directory / BPE_FILE), metadata={"format": "pt"})
     _write_weights(directory, state, max_shard_bytes)
     hf = config_to_hf(config)
+    if base is not None:
+        rel = os.path.relpath(Path(base).resolve(), directory.resolve())
+        hf.setdefault(OURS_KEY, {})[BASE_WEIGHTS] = Path(rel).as_posix()
     floating = [t.dtype for t in state.values() if t.is_floating_point()]
     if floating:
         hf["dtype"] = str(max(set(floating), key=floating.count)).removeprefix("torch.")

@@ -280,7 +280,9 @@ def stage_export(args) -> None:
             auto_mode=args.auto_mode or model.config.auto_mode,
             ctc_head=args.ctc_head or model.config.ctc_head,
         )
-    out = save_pretrained(model, args.out, dtype=torch.float32 if args.fp32 else torch.bfloat16)
+    out = save_pretrained(
+        model, args.out, dtype=torch.float32 if args.fp32 else torch.bfloat16, base=args.base
+    )
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"exported {args.init} -> {out} ({size / 2**20:.1f} MiB)", flush=True)
 
@@ -346,6 +348,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     ap.add_argument("--auto-mode", choices=["ar", "ctc", "speculative"], help="export: what mode='auto' runs")
     ap.add_argument("--ctc-head", choices=["bpe", "char"], help="export: the head mode='ctc' reads")
+    ap.add_argument(
+        "--base", help="export: leave out the tensors identical to this checkpoint's (read from it at load)"
+    )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=200)
     ap.add_argument("--max-minutes", type=float, default=0.0)
