@@ -20,6 +20,23 @@ from .model.checkpoint import load_pretrained
 
 # The embedded default model ships inside the package (training issue); its directory is the official layout.
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "default"
+# Its siblings, loadable by name: the 2b-nar and 2b-plus compositions trained from it (they read the
+# shared encoder from `default`, `checkpoint.BASE_WEIGHTS`).
+EMBEDDED_NAMES = ("default", "default-nar", "default-plus")
+
+
+def resolve_embedded(path_or_hub_id: str | os.PathLike | None) -> str | os.PathLike:
+    """None → the embedded default's directory; an embedded name → its directory (unless a local
+    directory of that name exists); anything else unchanged."""
+    name = "default" if path_or_hub_id is None else str(path_or_hub_id)
+    if name not in EMBEDDED_NAMES or Path(name).exists():
+        return path_or_hub_id
+    directory = EMBEDDED_DIR.parent / name
+    if not (directory / "config.json").exists():
+        raise FileNotFoundError(
+            f"no embedded model {name!r} at {directory}; pass a checkpoint directory or hub id"
+        )
+    return directory
 
 
 def load_model(
@@ -33,13 +50,10 @@ def load_model(
 
     `None` loads the embedded default model; otherwise a local directory in the official layout or a
     Hugging Face hub id (resolved through huggingface_hub, honouring HF_HUB_OFFLINE and its cache).
+    The names in `EMBEDDED_NAMES` ("default-nar", "default-plus") load the embedded siblings unless a
+    local directory of that name exists.
     """
-    if path_or_hub_id is None:
-        if not (EMBEDDED_DIR / "config.json").exists():
-            raise FileNotFoundError(
-                f"no embedded default model at {EMBEDDED_DIR}; pass a checkpoint directory or hub id"
-            )
-        path_or_hub_id = EMBEDDED_DIR
+    path_or_hub_id = resolve_embedded(path_or_hub_id)
     model = load_pretrained(path_or_hub_id, device=device, dtype=dtype, revision=revision)
     return _with_transcribe(model)
 

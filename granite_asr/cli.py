@@ -232,30 +232,43 @@ def _run_task(args: argparse.Namespace, task: str) -> int:
     return _emit(results, args)
 
 
-def _checkpoint_summary(model: str | None) -> dict:
-    """Variant, parameter counts and capabilities from config.json and safetensors headers (no weights)."""
+def _file_shapes(directory: Path, *, lent: bool = False) -> dict[str, tuple]:
+    """Tensor shapes from safetensors headers (no weights); `lent`: as a base lends them (no BPE head)."""
     from safetensors import safe_open
 
-    from .api import EMBEDDED_DIR
-    from .model.checkpoint import (
-        BPE_FILE,
-        BPE_PREFIX,
-        CheckpointError,
-        normalize_key,
-        read_config,
-        resolve_checkpoint_dir,
-    )
+    from .model.checkpoint import BPE_FILE, BPE_PREFIX, normalize_key
+
+    shapes = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        if lent and file.name == BPE_FILE:
+            continue
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                name = BPE_PREFIX + key if file.name == BPE_FILE else normalize_key(key)
+                shapes[name] = tuple(f.get_slice(key).get_shape())
+    return shapes
+
+
+def _checkpoint_summary(model: str | None) -> dict:
+    """Variant, parameter counts and capabilities from config.json and safetensors headers (no weights)."""
+    import torch
+
+    from .api import resolve_embedded
+    from .model.build import build_model
+    from .model.checkpoint import CheckpointError, base_dir, read_config, resolve_checkpoint_dir
     from .prompts import VARIANTS
 
     try:
-        directory = resolve_checkpoint_dir(model) if model is not None else EMBEDDED_DIR
-        shapes = {}
-        for file in sorted(Path(directory).glob("*.safetensors")):
-            with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                    name = BPE_PREFIX + key if file.name == BPE_FILE else normalize_key(key)
-                    shapes[name] = tuple(f.get_slice(key).get_shape())
+        directory = Path(resolve_checkpoint_dir(resolve_embedded(model)))
+        shapes = _file_shapes(directory)
         config = read_config(directory, shapes)
+        base = base_dir(directory)
+        if base is not None:  # a sibling: count the tensors its base lends it
+            with torch.device("meta"):
+                wanted = build_model(config).state_dict()
+            for k, shape in _file_shapes(base, lent=True).items():
+                if k in wanted:
+                    shapes.setdefault(k, shape)
     except (CheckpointError, OSError) as e:
         raise CLIError(f"error: cannot read model {model or 'embedded default'}: {e}") from e
     count = {}

@@ -39,3 +39,14 @@ def test_bench_smoke_writes_schema(tmp_path):
     assert modes == {"ar", "ctc", "speculative", "nar"}
     assert any(s["name"].startswith("AR ours / transformers") for s in doc["summary"])
     assert (tmp_path / result.name.replace(".json", ".md")).is_file()
+
+
+def test_fused_decoder_bench_writes_its_rows(tmp_path):
+    """The isolated fused-vs-separate decoder bench runs (one 2b-wide layer, two steps) and writes JSON."""
+    from bench import fused_decoder
+
+    fused_decoder.main(["--layers", "1", "--batch", "1", "--steps", "2", "--repeats", "2", "--prompt", "8",
+                        "--out", str(tmp_path)])  # fmt: skip
+    (out,) = tmp_path.glob("fused_decoder_*.json")
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1] and rows[0]["step_ms"]["fused"] > 0

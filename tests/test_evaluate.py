@@ -124,5 +124,6 @@ def test_eval_cli_scores_a_plus_model_on_conversations(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["rows"] == 2 and set(report["wer"]) == {"en"} and report["wer"]["en"] >= 0
-    assert set(report["timestamps"]) == {"ctc", "model"}
+    assert set(report["timestamps"]) == {"ctc", "model", "ctc-reference"}
+    assert report["timestamps"]["ctc-reference"]["words"] == 12  # every reference word, 2 rows
     assert "WDER" in proc.stdout and "timestamps (model)" in proc.stdout

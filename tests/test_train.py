@@ -222,3 +222,21 @@ def test_precomputed_encoder_gives_the_speech_loss(corpus, lm_checkpoint, tmp_pa
     )
     losses = _losses(out)
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:3])
+
+
+def test_frozen_parts_train_in_eval_mode(tmp_path):
+    """A frozen encoder runs as at inference while the rest trains: its BatchNorm statistics stay put."""
+    model = granite_asr.build_model("tiny")
+    for name, p in model.named_parameters():
+        p.requires_grad = not name.startswith("encoder.")
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    feats = torch.randn(2, 30, model.config.encoder.input_dim)
+
+    def loss(m, _):
+        assert not m.encoder.training and m.projector.training
+        enc = m.encoder(feats, torch.tensor([30, 20]))
+        return {"loss": m.projector(enc.features).square().mean()}
+
+    Trainer(model, LoopConfig(out_dir=str(tmp_path), steps=2, log_every=1), loss).run(iter([0, 0]))
+    after = model.encoder.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())

@@ -138,9 +138,9 @@ def _read_sharded(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _base_dir(directory: Path) -> Path | None:
+def base_dir(directory: Path) -> Path | None:
     """`granite_asr.base_weights` of config.json: a checkpoint (path relative to this one) that supplies
-    every tensor this one does not store, except the BPE CTC head (its presence sets the config's head
+    every tensor this one's model uses but does not store, except the BPE CTC head (its presence sets the config's head
     width, so a checkpoint always stores its own). Our siblings (NAR, Plus) share the embedded model's
     frozen encoder this way instead of shipping a second copy; official checkpoints never set it."""
     file = directory / "config.json"
@@ -148,8 +148,22 @@ def _base_dir(directory: Path) -> Path | None:
     return (directory / rel).resolve() if rel else None
 
 
-def read_state_dict(directory: str | os.PathLike, _depth: int = 0) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint directory under our (official) names, as stored (dtype kept)."""
+def base_state(directory: Path, _depth: int = 0) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint's base lends it (`base_dir`; none for official checkpoints)."""
+    base = base_dir(directory)
+    if base is None:
+        return {}
+    if _depth >= 4 or not (base / "config.json").is_file():
+        raise CheckpointError(f"{directory / 'config.json'}: base_weights {base} is not a checkpoint")
+    lent = read_state_dict(base, _depth=_depth + 1)
+    return {k: v for k, v in lent.items() if not k.startswith(BPE_PREFIX)}
+
+
+def read_state_dict(
+    directory: str | os.PathLike, *, with_base: bool = True, _depth: int = 0
+) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory under our (official) names, as stored (dtype kept), plus
+    those its base lends (`with_base`)."""
     directory = Path(directory)
     if (directory / INDEX_FILE).is_file():
         raw = _read_sharded(directory)
@@ -175,13 +189,9 @@ def read_state_dict(directory: str | os.PathLike, _depth: int = 0) -> dict[str, 
         if unknown or "weight" not in head:
             raise CheckpointError(f"{directory / BPE_FILE}: expected keys weight, bias; got {sorted(head)}")
         state.update({BPE_PREFIX + k: v for k, v in head.items()})
-    base = _base_dir(directory)
-    if base is not None:
-        if _depth >= 4 or not (base / "config.json").is_file():
-            raise CheckpointError(f"{directory / 'config.json'}: base_weights {base} is not a checkpoint")
-        for key, tensor in read_state_dict(base, _depth + 1).items():
-            if not key.startswith(BPE_PREFIX):
-                state.setdefault(key, tensor)
+    if with_base:
+        for key, tensor in base_state(directory, _depth).items():
+            state.setdefault(key, tensor)
     return state
 
 
@@ -284,9 +294,13 @@ def load_pretrained(
     if build_fn is None:
         from .build import build_model as build_fn
     directory = resolve_checkpoint_dir(path_or_hub_id, revision=revision, local_files_only=local_files_only)
-    state = read_state_dict(directory)
+    state = read_state_dict(directory, with_base=False)
     config = read_config(directory, {k: tuple(v.shape) for k, v in state.items()})
     model = _build_empty(build_fn, config)
+    wanted = model.state_dict().keys()
+    for key, tensor in base_state(directory).items():  # a sibling takes what it lacks and uses
+        if key in wanted:
+            state.setdefault(key, tensor)
     if config.text.tie_word_embeddings and LM_HEAD not in model.state_dict():
         state.pop(LM_HEAD, None)  # a tied checkpoint may still carry the copy (transformers writes it)
     _check_keys(directory, model, state)

@@ -166,6 +166,14 @@ class Trainer:
     def _handle_signal(self, *_):
         self._stop = True  # finish the current step, checkpoint, exit
 
+    def _train_mode(self) -> None:
+        """Train mode for the parts being trained; a frozen part (e.g. the encoder in the speech and NAR
+        stages, as IBM freezes it) runs as at inference: BatchNorm statistics fixed, no dropout."""
+        self.model.train()
+        for child in self.model.children():
+            if not any(p.requires_grad for p in child.parameters()):
+                child.eval()
+
     def run(self, batches: Iterator[Any]) -> int:
         """Train until `steps`, the time budget, or a SIGTERM/SIGINT; always leaves a checkpoint."""
         cfg = self.cfg
@@ -175,7 +183,7 @@ class Trainer:
         # the uninterrupted run would have seen from here on.
         for _ in range(self.step):
             next(batches)
-        self.model.train()
+        self._train_mode()
         while self.step < cfg.steps and not self._stop:
             batch = next(batches)
             for g in self.opt.param_groups:

@@ -1,0 +1,112 @@
+"""Slow tier: the embedded siblings `default-nar` and `default-plus` (issue 4 §4), end to end.
+
+They are the 2b-nar and 2b-plus compositions trained from the embedded default (recipes/RESULTS.md,
+session 4) and read the encoder they share with it from `assets/default` (`granite_asr.base_weights`),
+so each ships as its own projector and decoder. Their transcripts are poor (RESULTS.md has the figures);
+these tests pin what they output, exactly, for these weights (a regression guard on the NAR edit path and
+the Plus tag parsing with real models), check the structure users rely on, and measure the word timing
+of the char-CTC aligner against the exact word times of a synthetic conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+import granite_asr
+from granite_asr.api import EMBEDDED_DIR
+from granite_asr.audio.io import load_audio
+from granite_asr.demo import SAMPLES
+from granite_asr.evaluate_plus import reference_alignment_errors
+from granite_asr.transcribe.pipeline import engine_for
+
+pytestmark = pytest.mark.slow
+
+ASSETS = EMBEDDED_DIR.parent
+ITEMS = [it for it in json.loads((SAMPLES / "samples.json").read_text("utf-8")) if it["language"] != "ja"]
+CONVERSATION = json.loads((SAMPLES / "conversation-pt.json").read_text("utf-8"))
+
+
+def _sha(name: str) -> str:
+    return hashlib.sha256((ASSETS / name / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["default-nar", "default-plus"])
+def test_siblings_store_only_what_differs_from_the_default(name):
+    directory = ASSETS / name
+    config = json.loads((directory / "config.json").read_text())
+    assert config["granite_asr"]["base_weights"] == "../default"
+    assert sum(p.stat().st_size for p in directory.iterdir()) < 20 * 2**20
+    with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
+        stored = set(f.keys())  # noqa: SIM118
+    assert any(k.startswith("language_model.") for k in stored)
+    if name == "default-plus":  # its encoder is the default's, untouched: nothing of it is stored
+        assert not any(k.startswith("encoder.") for k in stored)
+
+
+NAR_SHA256 = "31df45cfcd212cee71af9780006734aa4be3b4799b705d03b86f16bc64f9a3b3"
+NAR_EXACT = {
+    "en.flac": "This is be is,, the isinging to be to to the, you want to to it name.",
+    "fr.flac": "Le type boîte pas'isit le texte pas de la'ation parée.",
+    "de.flac": "Die Menschen nicht nennen man nur, die F unden zu.",
+    "es.flac": "Especifica que los de la de que para con el, que, para formato la deación.",
+    "pt.flac": "Se a a deação de documento de entrada",
+}
+
+
+def test_nar_sibling_edits_in_one_pass_batched_as_alone():
+    model = granite_asr.load_model("default-nar")
+    assert model.variant == "nar"
+    assert _sha("default-nar") == NAR_SHA256, "a new NAR sibling: record its transcripts in NAR_EXACT"
+    files = [str(SAMPLES / it["file"]) for it in ITEMS]
+    batch = model.transcribe(files, progress=False)
+    assert {it["file"]: r.text for it, r in zip(ITEMS, batch, strict=True)} == NAR_EXACT
+    assert model.transcribe(files[1], progress=False).text == batch[1].text
+
+
+PLUS_SHA256 = "12b5611b5312ade8c34c00a817f30d25bb74425b67b5ae40ac96f335f31bc0af"
+PLUS_TURNS = [
+    ("Speaker 1", "Imagem"),
+    ("Speaker 2", "Eu luz é com um deslocar casa, algumente: Eu gente de cartão para ela para dormir, é uma calculadora de um"),
+    ("Speaker 2", "ambiente."),
+    ("Speaker 2", "Ao te mago que"),
+    ("Speaker 1", "O Uma amigo que nunca."),
+    ("Speaker 2", "Eu luz por suporte"),
+    ("Speaker 1", "Nome do arquivo está insignado."),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def plus():
+    return granite_asr.load_model("default-plus")
+
+
+def test_plus_sibling_writes_speaker_turns(plus):
+    assert _sha("default-plus") == PLUS_SHA256, "a new Plus sibling: record its outputs in PLUS_TURNS"
+    res = plus.transcribe(str(SAMPLES / CONVERSATION["file"]), speakers=True, progress=False)
+    assert [(s.speaker, s.text) for s in res.segments] == PLUS_TURNS
+    assert all(s.start <= s.end <= CONVERSATION["duration"] + 0.01 for s in res.segments)
+
+
+def test_plus_sibling_times_words_with_its_own_tags(plus):
+    res = plus.transcribe(str(SAMPLES / CONVERSATION["file"]), model_timestamps=True, progress=False)
+    words = res.words
+    assert len(words) > 20 and res.text.startswith("A seleção a ser de texto")
+    starts = [w.start for w in words]
+    assert starts == sorted(starts) and all(0 <= w.start <= w.end <= 25.74 for w in words)
+    assert "[T:" not in res.text and "_" not in res.text.split()  # tags parsed away, silences dropped
+
+
+def test_ctc_aligner_times_the_reference_words_of_a_conversation():
+    """Given the right words, the default model's char-CTC forced alignment places their ends within
+    200 ms of the synthesis times for most words (measured at ship time: mean 112 ms, 78 % within 200 ms
+    on this sample; 62 ms and 93 % over conv-val)."""
+    model = granite_asr.load_model()
+    audio = load_audio(SAMPLES / CONVERSATION["file"])
+    errors = np.array(reference_alignment_errors(engine_for(model), [CONVERSATION], [audio]))
+    assert len(errors) == len(CONVERSATION["words"]) == 40
+    assert errors[:, 0].mean() <= 0.2 and (errors[:, 0] <= 0.2).mean() >= 0.65
