@@ -1,8 +1,8 @@
 """`granite-asr` (also `python -m granite_asr`): a thin command line over `transcribe` and the writers.
 
     granite-asr transcribe FILES... [--model M] [--language L] [--format txt|json|srt|vtt|tsv|all]
-                           [--output-dir D] [--word-timestamps] [--speakers] [--model-timestamps] [--mode M] [--beam-size N]
-                           [--batch-size N] [--device D] [--dtype T] [--keywords K]
+                           [--output-dir D] [--word-timestamps] [--speakers] [--model-timestamps]
+                           [--mode M] [--beam-size N] [--batch-size N] [--device D] [--dtype T] [--keywords K]
     granite-asr translate FILES... --to LANG [--from LANG] [...]
     granite-asr info [MODEL]
     granite-asr transcribe-corpus INPUT OUTPUT [--format F]... [--ray | --ray-address A] [...]
@@ -143,7 +143,7 @@ def _options(args: argparse.Namespace, task: str):
         language=args.language,
         target_language=getattr(args, "target_language", None) if task == "translate" else None,
         keywords=tuple(keywords),
-        word_timestamps=args.word_timestamps or getattr(args, "model_timestamps", False),
+        word_timestamps=args.word_timestamps,
         speakers=getattr(args, "speakers", False),
         model_timestamps=getattr(args, "model_timestamps", False),
         mode=args.mode,
@@ -232,16 +232,14 @@ def _run_task(args: argparse.Namespace, task: str) -> int:
     return _emit(results, args)
 
 
-def _file_shapes(directory: Path, *, lent: bool = False) -> dict[str, tuple]:
-    """Tensor shapes from safetensors headers (no weights); `lent`: as a base lends them (no BPE head)."""
+def _file_shapes(directory: Path) -> dict[str, tuple]:
+    """Tensor shapes from safetensors headers (no weights)."""
     from safetensors import safe_open
 
     from .model.checkpoint import BPE_FILE, BPE_PREFIX, normalize_key
 
     shapes = {}
     for file in sorted(directory.glob("*.safetensors")):
-        if lent and file.name == BPE_FILE:
-            continue
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
                 name = BPE_PREFIX + key if file.name == BPE_FILE else normalize_key(key)
@@ -255,7 +253,7 @@ def _checkpoint_summary(model: str | None) -> dict:
 
     from .api import resolve_embedded
     from .model.build import build_model
-    from .model.checkpoint import CheckpointError, base_dir, read_config, resolve_checkpoint_dir
+    from .model.checkpoint import CheckpointError, base_dir, lends, read_config, resolve_checkpoint_dir
     from .prompts import VARIANTS
 
     try:
@@ -263,12 +261,14 @@ def _checkpoint_summary(model: str | None) -> dict:
         shapes = _file_shapes(directory)
         config = read_config(directory, shapes)
         base = base_dir(directory)
-        if base is not None:  # a sibling: count the tensors its base lends it
+        if base is not None:  # a sibling: count the tensors its base lends it (`checkpoint.base_state`)
             with torch.device("meta"):
                 wanted = build_model(config).state_dict()
-            for k, shape in _file_shapes(base, lent=True).items():
-                if k in wanted:
-                    shapes.setdefault(k, shape)
+            while base is not None:
+                for k, shape in _file_shapes(base).items():
+                    if lends(k) and k in wanted:
+                        shapes.setdefault(k, shape)
+                base = base_dir(base)
     except (CheckpointError, OSError) as e:
         raise CLIError(f"error: cannot read model {model or 'embedded default'}: {e}") from e
     count = {}

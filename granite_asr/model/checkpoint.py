@@ -32,7 +32,7 @@ from .hf_config import OURS_KEY, config_from_hf, config_to_hf, preprocessor_to_h
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 BPE_FILE = "out_llm.safetensors"
-BASE_WEIGHTS = "base_weights"  # key in config.json's `granite_asr` sub-dict (see `_base_dir`)
+BASE_WEIGHTS = "base_weights"  # key in config.json's `granite_asr` sub-dict (see `base_dir`)
 BPE_PREFIX = "encoder.out_bpe."
 LM_HEAD = "language_model.lm_head.weight"
 MAX_SHARD_BYTES = 4 * 1024**3
@@ -139,31 +139,35 @@ def _read_sharded(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def base_dir(directory: Path) -> Path | None:
-    """`granite_asr.base_weights` of config.json: a checkpoint (path relative to this one) that supplies
-    every tensor this one's model uses but does not store, except the BPE CTC head (its presence sets the config's head
-    width, so a checkpoint always stores its own). Our siblings (NAR, Plus) share the embedded model's
-    frozen encoder this way instead of shipping a second copy; official checkpoints never set it."""
+    """`granite_asr.base_weights` of config.json: a checkpoint (path relative to this one) that lends
+    every tensor this one's model uses but does not store. Our siblings (NAR, Plus) share the embedded
+    model's frozen encoder this way instead of shipping a second copy; official checkpoints never set it."""
     file = directory / "config.json"
     rel = (_read_json(file).get(OURS_KEY) or {}).get(BASE_WEIGHTS) if file.is_file() else None
     return (directory / rel).resolve() if rel else None
 
 
+def lends(key: str) -> bool:
+    """Whether a base lends this tensor: all but the BPE CTC head, whose presence sets the config's head
+    width, so a checkpoint always stores its own (or has none)."""
+    return not key.startswith(BPE_PREFIX)
+
+
 def base_state(directory: Path, _depth: int = 0) -> dict[str, torch.Tensor]:
-    """The tensors a checkpoint's base lends it (`base_dir`; none for official checkpoints)."""
+    """The tensors a checkpoint's base lends it: the base's own and what its base lends (none for
+    official checkpoints)."""
     base = base_dir(directory)
     if base is None:
         return {}
     if _depth >= 4 or not (base / "config.json").is_file():
         raise CheckpointError(f"{directory / 'config.json'}: base_weights {base} is not a checkpoint")
-    lent = read_state_dict(base, _depth=_depth + 1)
-    return {k: v for k, v in lent.items() if not k.startswith(BPE_PREFIX)}
+    lent = {**base_state(base, _depth + 1), **read_state_dict(base)}
+    return {k: v for k, v in lent.items() if lends(k)}
 
 
-def read_state_dict(
-    directory: str | os.PathLike, *, with_base: bool = True, _depth: int = 0
-) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint directory under our (official) names, as stored (dtype kept), plus
-    those its base lends (`with_base`)."""
+def read_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors stored in a checkpoint directory under our (official) names, as stored (dtype kept);
+    what a base lends comes from `base_state`."""
     directory = Path(directory)
     if (directory / INDEX_FILE).is_file():
         raw = _read_sharded(directory)
@@ -189,9 +193,6 @@ def read_state_dict(
         if unknown or "weight" not in head:
             raise CheckpointError(f"{directory / BPE_FILE}: expected keys weight, bias; got {sorted(head)}")
         state.update({BPE_PREFIX + k: v for k, v in head.items()})
-    if with_base:
-        for key, tensor in base_state(directory, _depth).items():
-            state.setdefault(key, tensor)
     return state
 
 
@@ -294,7 +295,7 @@ def load_pretrained(
     if build_fn is None:
         from .build import build_model as build_fn
     directory = resolve_checkpoint_dir(path_or_hub_id, revision=revision, local_files_only=local_files_only)
-    state = read_state_dict(directory, with_base=False)
+    state = read_state_dict(directory)
     config = read_config(directory, {k: tuple(v.shape) for k, v in state.items()})
     model = _build_empty(build_fn, config)
     wanted = model.state_dict().keys()
@@ -400,13 +401,9 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     config: SpeechConfig = model.config
     state = _tensors_for_saving(model, dtype)
-    if base is not None:
-        shared = read_state_dict(base)
-        for key in [
-            k
-            for k, t in state.items()
-            if k in shared and _same(t, shared[k]) and not k.startswith(BPE_PREFIX)
-        ]:
+    if base is not None:  # what `base` can lend: its own tensors and what its base lends it
+        shared = {**base_state(Path(base)), **read_state_dict(base)}
+        for key in [k for k, t in state.items() if lends(k) and k in shared and _same(t, shared[k])]:
             del state[key]
     (directory / BPE_FILE).unlink(missing_ok=True)
     if config.variant == "ar" and any(k.startswith(BPE_PREFIX) for k in state):
