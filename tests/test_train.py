@@ -240,3 +240,40 @@ def test_frozen_parts_train_in_eval_mode(tmp_path):
     Trainer(model, LoopConfig(out_dir=str(tmp_path), steps=2, log_every=1), loss).run(iter([0, 0]))
     after = model.encoder.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_text_weight_trains_the_language_model_beside_speech(corpus, lm_checkpoint, tmp_path):
+    """`--text-weight`: every step also carries a text batch; its loss is logged and goes down, and with
+    weight 0 no text loss is computed (the speech-only recipe is unchanged)."""
+    args = _stage_args("speech", corpus, lm_checkpoint, tmp_path)
+    extra = ["--lr", "5e-3", "--batch-seconds", "20", "--fp32", "--text", str(corpus / "text.txt")]
+    out = tmp_path / "mixed"
+    recipe.main(args + _common(out, 20) + extra + ["--text-weight", "0.5", "--text-batch-tokens", "60"])
+    recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    text = [r["text"] for r in recs]
+    assert np.mean(text[-4:]) < 0.9 * np.mean(text[:3])
+    plain = tmp_path / "plain"
+    recipe.main(args + _common(plain, 2) + extra)
+    assert "text" not in json.loads((plain / "log.jsonl").read_text().splitlines()[0])
+
+
+def test_nar_checkpoint_fine_tunes_as_it_is_and_takes_another_encoder(corpus, lm_checkpoint, tmp_path):
+    """`train nar --init <nar checkpoint>` keeps its trained projector (no new one); `--encoder-from`
+    swaps in another checkpoint's encoder first (re-basing a sibling on a retrained encoder)."""
+    args = _stage_args("nar", corpus, lm_checkpoint, tmp_path)
+    extra = ["--lr", "2e-3", "--batch-seconds", "20", "--fp32"]
+    recipe.main(args + _common(tmp_path / "nar", 3) + extra)
+    enc = tmp_path / "enc"
+    recipe.main(_stage_args("encoder", corpus, lm_checkpoint, tmp_path) + _common(enc, 3) + extra)
+    nar_init = str(tmp_path / "nar" / "latest")
+    tuned = tmp_path / "tuned"
+    cmd = ["nar", "--init", nar_init, "--encoder-from", str(enc / "latest"), "--corpus", str(corpus)]
+    recipe.main(cmd + ["--cache", str(tmp_path / "f")] + _common(tuned, 1) + extra + ["--lr", "1e-9"])
+    before = granite_asr.load_model(nar_init, dtype=torch.float32).state_dict()
+    source = granite_asr.load_model(enc / "latest", dtype=torch.float32).state_dict()
+    after = granite_asr.load_model(tuned / "latest", dtype=torch.float32).state_dict()
+    proj = [k for k in before if k.startswith("projector.")]
+    assert proj and all(torch.allclose(after[k], before[k], atol=1e-6) for k in proj)
+    encoder = [k for k in after if k.startswith("encoder.") and k.endswith("weight")]
+    assert all(torch.equal(after[k], source[k]) for k in encoder)
+    assert any(not torch.equal(before[k], source[k]) for k in encoder)

@@ -95,6 +95,9 @@ class FeatureBatch:
     features: torch.Tensor  # (B, T, D)
     lengths: torch.Tensor  # (B,)
     items: list[Utterance]
+    # An lm batch (ids (B', L), valid (B', L)) trained beside the speech rows (`recipe --text-weight`);
+    # every rank computes it whole, so its gradient is the same with or without torchrun.
+    text: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def bucket_batches(

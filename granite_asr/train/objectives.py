@@ -92,6 +92,24 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
     }
 
 
+def with_text(loss_fn, weight: float):
+    """`loss_fn` plus `weight` × next-token loss on the text batch a speech batch carries (`batch.text`).
+
+    The small decoder memorises the few thousand transcripts of a speech corpus and forgets the language
+    it learned in the lm stage (recipes/RESULTS.md, session 3); text-only batches trained beside every
+    speech batch keep that language model, the role a pretrained LLM's breadth plays in the real system
+    (NOTES: language knowledge belongs in the LLM)."""
+
+    def loss(model: nn.Module, batch: FeatureBatch) -> dict:
+        res = loss_fn(model, batch)
+        if batch.text is not None and weight:
+            res["text"] = lm_loss(model, batch.text)["loss"]
+            res["loss"] = res["loss"] + weight * res["text"]
+        return res
+
+    return loss
+
+
 # ----------------------------------------------------------------------------------------- speech (b)
 @dataclass(frozen=True)
 class SpeechExample:

@@ -107,9 +107,41 @@ def _load_init(args) -> torch.nn.Module:
     model = load_pretrained(args.init, dtype=torch.float32)
     if model.tokenizer is None:
         raise SystemExit(f"{args.init}: the checkpoint has no tokenizer.json")
+    if args.encoder_from:
+        _take_encoder(model, args.encoder_from)
     if args.rebuild:
         return _rebuild(model, args.preset)
     return model
+
+
+def _take_encoder(model: torch.nn.Module, source: str) -> None:
+    """Replace `model`'s encoder with `source`'s (same shapes): re-bases a sibling (NAR, Plus) on a
+    retrained encoder so its projector and decoder can adapt to it, instead of training them anew."""
+    theirs = {k: v for k, v in load_pretrained(source, dtype=torch.float32).state_dict().items()}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    bad = sorted(k for k, v in own.items() if k not in theirs or theirs[k].shape != v.shape)
+    if bad:
+        raise SystemExit(f"--encoder-from {source}: encoder tensors missing or of another shape: {bad[:5]}")
+    model.load_state_dict({k: theirs[k] for k in own}, strict=False)
+    print(f"encoder from {source}: {len(own)} tensors", flush=True)
+
+
+def _with_text(model, args, loss_fn, batches):
+    """(loss, batches) with a text batch beside every speech batch when `--text-weight` > 0
+    (`objectives.with_text`): the lm stage's documents (held-out sentences excluded)."""
+    if not args.text_weight:
+        return loss_fn, batches
+    if args.text:
+        docs = [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
+    else:
+        docs = training_text(tuple(args.langs.split(",")), args.seed)
+    text = lm_batches(docs, model.tokenizer, args.text_batch_tokens, 128, args.seed + 5)
+
+    def mixed():
+        for fb in batches:
+            yield dataclasses.replace(fb, text=next(text))
+
+    return obj.with_text(loss_fn, args.text_weight), mixed()
 
 
 def _rebuild(old: torch.nn.Module, name: str) -> torch.nn.Module:
@@ -171,7 +203,7 @@ def stage_joint(args) -> None:
         examples = obj.speech_examples(b, m.variant, rng, args.p_translate)
         return obj.joint_loss(m, b, tok, examples, weights, args.speech_weight)
 
-    _train(model, args, loss, _feature_batches(model, args), {"stage": "joint"})
+    _train(model, args, *_with_text(model, args, loss, _feature_batches(model, args)), {"stage": "joint"})
 
 
 def stage_speech(args) -> None:
@@ -195,11 +227,13 @@ def _speech_on(model, args, examples, rng, recipe: dict) -> None:
     """Projector + decoder on `examples(batch)`, over log-mels or precomputed encoder outputs (where
     `rng` also draws the output masking, in the order session 3's recorded runs used)."""
     if args.precompute_encoder:
-        _train(model, args, *_encoded_speech(model, args, examples, rng), {**recipe, "precomputed": True})
-        return
-    tok = model.tokenizer
-    loss = lambda m, b: obj.speech_loss(m, b, tok, examples(b))  # noqa: E731
-    _train(model, args, loss, _feature_batches(model, args), recipe)
+        loss, batches = _encoded_speech(model, args, examples, rng)
+        recipe = {**recipe, "precomputed": True}
+    else:
+        tok = model.tokenizer
+        loss = lambda m, b: obj.speech_loss(m, b, tok, examples(b))  # noqa: E731
+        batches = _feature_batches(model, args)
+    _train(model, args, *_with_text(model, args, loss, batches), recipe)
 
 
 def stage_plus(args) -> None:
@@ -239,8 +273,13 @@ def _encoded_speech(model, args, examples, rng):
 
 
 def stage_nar(args) -> None:
-    """Build the NAR sibling from an AR checkpoint: same encoder and LLM weights, a new NLE projector."""
+    """Build the NAR sibling from an AR checkpoint (same encoder and LLM weights, a new NLE projector),
+    or fine-tune a NAR checkpoint as it is (e.g. the official 2b-nar, or ours re-based with
+    `--encoder-from`)."""
     ar = _load_init(args)
+    if ar.variant == "nar":
+        _train_nar(ar, args)
+        return
     from ..config import NarProjectorConfig
 
     c = ar.config
@@ -262,8 +301,13 @@ def stage_nar(args) -> None:
         strict=False,
     )
     model.tokenizer = ar.tokenizer
+    _train_nar(model, args)
+
+
+def _train_nar(model, args) -> None:
+    """Projector + decoder on the edit objective; the encoder (and so the draft) stays fixed."""
     _freeze_all_but(model, ("projector.", "language_model."))
-    tok, rng = ar.tokenizer, np.random.default_rng(args.seed + 2)
+    tok, rng = model.tokenizer, np.random.default_rng(args.seed + 2)
     batches = _feature_batches(model, args)
     _train(
         model, args, lambda m, b: obj.nar_loss(m, b, tok, args.draft_dropout, rng), batches, {"stage": "nar"}
@@ -319,7 +363,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--langs", default=",".join(LANGS))
     ap.add_argument(
         "--text",
-        help="tokenizer/lm stages: a text file, one document per line (default: offline corpus text)",
+        help="tokenizer/lm stages and --text-weight: a text file, one document per line (default: offline corpus text)",
     )
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=2000)
@@ -344,6 +388,16 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")
     ap.add_argument("--speech-weight", type=float, default=1.0, help="joint stage: weight of the LM loss")
     ap.add_argument("--draft-dropout", type=float, default=0.1)
+    ap.add_argument(
+        "--text-weight",
+        type=float,
+        default=0.0,
+        help="joint/speech/plus: weight of a next-token loss on text-only batches beside each speech batch",
+    )
+    ap.add_argument(
+        "--text-batch-tokens", type=int, default=2000, help="tokens per text batch (--text-weight)"
+    )
+    ap.add_argument("--encoder-from", help="checkpoint whose encoder replaces --init's (re-base a sibling)")
     ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     ap.add_argument("--auto-mode", choices=["ar", "ctc", "speculative"], help="export: what mode='auto' runs")
