@@ -158,6 +158,11 @@ class SpeechConfig:
     # transcribes unseen voices better than its small decoder does (recipes/RESULTS.md, session 3).
     auto_mode: str | None = None
     ctc_head: str = "bpe"
+    # Where the char head reads for CTC transcripts and word alignment: "mid" (the official place, the
+    # self-conditioning layer, SPEC §3.4) or "final" (the last block). Our recipe trains the head on the
+    # last block too (`objectives.encoder_loss`, weight 1 against 0.3 at the mid layer), where it sees
+    # twice the layers: 8–13 CER points better on unseen voices and text (recipes/RESULTS.md, session 5).
+    ctc_char_layer: str = "mid"
     # Free-form extras carried through save/load untouched (e.g. chat template name, languages).
     extra: tuple[tuple[str, Any], ...] = ()
 
@@ -175,6 +180,8 @@ class SpeechConfig:
             raise ValueError(f"auto_mode {self.auto_mode!r}: expected None, ar, nar, ctc or speculative")
         if self.ctc_head not in ("bpe", "char"):
             raise ValueError(f"ctc_head {self.ctc_head!r}: expected 'bpe' or 'char'")
+        if self.ctc_char_layer not in ("mid", "final"):
+            raise ValueError(f"ctc_char_layer {self.ctc_char_layer!r}: expected 'mid' or 'final'")
         if self.variant == "nar":
             if not isinstance(self.projector, NarProjectorConfig):
                 raise ValueError("variant 'nar' needs a NarProjectorConfig")

@@ -36,8 +36,10 @@ pytestmark = pytest.mark.slow
 ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # Per-language CER bound (%) on the bundled sample: the value measured at ship time plus a margin for
 # float summation order across machines (bf16 weights, fp32 activations).
-# Shipped (session 3): en 49.2, fr 37.9, de 36.2, es 27.4, pt 24.2, ja 10.6 (katakana reading).
-CER_BOUND = {"en": 55.0, "fr": 43.0, "de": 41.0, "es": 32.0, "pt": 29.0, "ja": 15.0}
+# Shipped (session 3, mid-layer char head): en 49.2, fr 37.9, de 36.2, es 27.4, pt 24.2, ja 10.6 (katakana
+# reading); the same weights read at the last block (`ctc_char_layer` "final", session 5): en 43.7,
+# fr 43.9, de 17.4, es 10.5, pt 12.1, ja 12.8.
+CER_BOUND = {"en": 49.0, "fr": 49.0, "de": 23.0, "es": 16.0, "pt": 17.0, "ja": 18.0}
 
 
 def cer(item: dict, hypothesis: str) -> float:
@@ -77,16 +79,17 @@ def test_transcript_of_bundled_sample(batch, item):
 
 # The shipped model's exact transcripts (issue 4: "slow tests assert the embedded model's exact
 # transcripts"): a regression guard on the whole inference path (features, encoder, CTC decoding) for
-# this checkpoint, keyed by the sha256 of its weights so a new model states that it needs new values.
+# this checkpoint, keyed by the sha256 of its weights so a new model states that it needs new values
+# (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` and copy the texts (RESULTS.md).
 MODEL_SHA256 = "6cc6f931f07efbde72d6d9e5d5b0eac9e626ba4984082294936149fc0376712f"
 EXACT = {
-    "en.flac": "ths pemickreis uan omel isamedardons terbenstld omap diten odate jgein de e unt te treit enstolldhem",
-    "fr.flac": "lecatdr peve teter lie de fasua s ue letexe pisea s de lanalotro como ublicaion asisté pa odinateur",
-    "de.flac": "weersolten dnech e manur andedencoen taga un seras lebanstenkaen",
-    "es.flac": "especifica ce losparametos de lim resoraciapliqempar imprimir asicomo pra ormte a lavisolisasionempantaia",
-    "pt.flac": "seprossedier einformasãan de conta sera te finite vameng te eliminada",
-    "ja.flac": "コレアイチブノサビスーヨビホストニカンレエンスルセツゾクノデタノテンソーリツヲセーゲンシマス",
+    "en.flac": "thes pbemickwis won omal is ame dadns to entall an p biti ohr to trin de ou wnt to trit nstal them",
+    "fr.flac": "lecade pevetrie d faionit sque le texepsacs de la nalore comopublicatio ists parn inanteur",
+    "de.flac": "wir solten nicht emannur an die dunkentade un seres lebenstenken",
+    "es.flac": "especifica que los prametros del ipresorase apliquem par imprimir asi como para formate ar la visuoalización em pantaila",
+    "pt.flac": "seprosedir a informação de conta sera definite vamente el iminada",
+    "ja.flac": "コレアイチブノサビスーヲヨービホストニカンレンスルセツゾクノデタノテンソーリツヲセーゲンシマス",
 }
 
 

@@ -71,11 +71,11 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
 PLUS_SHA256 = "12b5611b5312ade8c34c00a817f30d25bb74425b67b5ae40ac96f335f31bc0af"
 PLUS_TURNS = [
     ("Speaker 1", "Imagem"),
-    ("Speaker 2", "Eu luz é com um deslocar casa, algumente: Eu gente de cartão para ela para dormir, é uma calculadora de um"),
-    ("Speaker 2", "ambiente."),
+    ("Speaker 2", "Eu luz é com um deslocar casa, algumente: Eu gente de cartão para ela para dormir, é uma calculadora de um ambiente."),
     ("Speaker 2", "Ao te mago que"),
     ("Speaker 1", "O Uma amigo que nunca."),
-    ("Speaker 2", "Eu luz por suporte"),
+    ("Speaker 2", "Eu luz por"),
+    ("Speaker 2", "suporte"),
     ("Speaker 1", "Nome do arquivo está insignado."),
 ]  # fmt: skip
 
@@ -103,8 +103,9 @@ def test_plus_sibling_times_words_with_its_own_tags(plus):
 
 def test_ctc_aligner_times_the_reference_words_of_a_conversation():
     """Given the right words, the default model's char-CTC forced alignment places their ends within
-    200 ms of the synthesis times for most words (measured at ship time: mean 112 ms, 78 % within 200 ms
-    on this sample; 62 ms and 93 % over conv-val)."""
+    200 ms of the synthesis times for most words (measured with the char head on the last block, the
+    config's `ctc_char_layer`: mean 116 ms, 80 % within 200 ms on this sample; at the mid layer 112 ms and
+    78 %, and 62 ms and 93 % over conv-val)."""
     model = granite_asr.load_model()
     audio = load_audio(SAMPLES / CONVERSATION["file"])
     errors = np.array(reference_alignment_errors(engine_for(model), [CONVERSATION], [audio]))

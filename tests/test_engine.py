@@ -210,3 +210,28 @@ def test_checkpoint_auto_mode_and_ctc_head(engines, tmp_path):
         with torch.no_grad():
             enc = loaded.encoder(x.to(next(loaded.parameters()).dtype), torch.tensor([x.shape[1]]))
         assert res.mode_used == "ctc" and res.text == char_greedy(loaded, enc)[0]
+
+
+def test_checkpoint_ctc_char_layer_moves_transcripts_and_alignment(tmp_path):
+    """`ctc_char_layer="final"` (saved with the checkpoint) makes the CTC transcript and the posteriors
+    the aligner reads come from the char head on the last block instead of the mid layer."""
+    from granite_asr import char_vocab
+    from granite_asr.api import load_model
+    from granite_asr.config import preset
+    from granite_asr.model.checkpoint import save_pretrained
+    from granite_asr.model.ctc import greedy_decode
+
+    assert preset("2b").ctc_char_layer == "mid"
+    model = build_tiny("tiny")
+    model.config = model.config.replace(auto_mode="ctc", ctc_head="char", ctc_char_layer="final")
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt", dtype=torch.float32)
+    assert loaded.config.ctc_char_layer == "final"
+    res = Engine(loaded).run(AUDIOS[:1], opts())[0]
+    x = FeatureExtractor.from_config(loaded.config).clip_features(torch.from_numpy(AUDIOS[0]))[None]
+    with torch.no_grad():
+        enc = loaded.encoder(x, torch.tensor([x.shape[1]]))
+    final, mid = loaded.encoder.char_logits(enc, final=True)[0], enc.mid_logits[0]
+    assert not torch.allclose(final, mid, atol=1e-3)  # the two places differ, so the test can fail
+    torch.testing.assert_close(res.char_logits, torch.log_softmax(final.float(), -1), atol=1e-5, rtol=1e-5)
+    assert res.text == char_vocab.decode(greedy_decode(final[None], enc.lengths, char_vocab.BLANK)[0])

@@ -23,9 +23,14 @@ def encode(
     return model.encoder(input_features.to(dtype), feature_lengths)
 
 
-def char_greedy(model: nn.Module, enc: EncoderOutput, final: bool = False) -> list[str]:
-    """Greedy char-CTC transcripts from the mid-layer head (or the last block with `final=True`)."""
-    logits = model.encoder.char_logits(enc, final=final)
+def char_logits(model: nn.Module, enc: EncoderOutput) -> torch.Tensor:
+    """Char-head logits (B, T, 348) where the checkpoint reads them (`SpeechConfig.ctc_char_layer`)."""
+    return model.encoder.char_logits(enc, final=model.config.ctc_char_layer == "final")
+
+
+def char_greedy(model: nn.Module, enc: EncoderOutput) -> list[str]:
+    """Greedy char-CTC transcripts from the char head (`char_logits`)."""
+    logits = char_logits(model, enc)
     return [char_vocab.decode(ids) for ids in greedy_decode(logits, enc.lengths, char_vocab.BLANK)]
 
 

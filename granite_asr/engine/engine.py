@@ -27,7 +27,7 @@ from torch import nn
 
 from ..audio.features import AudioBatch, FeatureExtractor
 from ..decoding.beam import autoregressive
-from ..decoding.ctc import char_greedy
+from ..decoding.ctc import char_greedy, char_logits
 from ..decoding.ctc import encode as encode_only
 from ..decoding.greedy import Hypothesis, prefill
 from ..decoding.speculative import ctc_scored, speculative_decode
@@ -229,7 +229,7 @@ class Engine:
         text: str | None = None,
     ) -> EngineResult:
         frames = int(enc.lengths[i])
-        char = self.model.encoder.char_logits(enc)[i, :frames]  # (T, C)
+        char = char_logits(self.model, enc)[i, :frames]  # (T, C)
         if text is None:
             text = self.tokenizer.decode(hyp.tokens, skip_special_tokens=True).strip()
         return EngineResult(

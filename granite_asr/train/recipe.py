@@ -319,10 +319,11 @@ def stage_export(args) -> None:
     stored this way, issue 4 §4); `--fp32` keeps float32. `--auto-mode`/`--ctc-head` record how the
     checkpoint transcribes by default (`SpeechConfig.auto_mode`, `ctc_head`)."""
     model = load_pretrained(args.init, dtype=torch.float32)
-    if args.auto_mode or args.ctc_head:
+    if args.auto_mode or args.ctc_head or args.ctc_char_layer:
         model.config = model.config.replace(
             auto_mode=args.auto_mode or model.config.auto_mode,
             ctc_head=args.ctc_head or model.config.ctc_head,
+            ctc_char_layer=args.ctc_char_layer or model.config.ctc_char_layer,
         )
     out = save_pretrained(
         model, args.out, dtype=torch.float32 if args.fp32 else torch.bfloat16, base=args.base
@@ -402,6 +403,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     ap.add_argument("--auto-mode", choices=["ar", "ctc", "speculative"], help="export: what mode='auto' runs")
     ap.add_argument("--ctc-head", choices=["bpe", "char"], help="export: the head mode='ctc' reads")
+    ap.add_argument("--ctc-char-layer", choices=["mid", "final"], help="export: where the char head reads")
     ap.add_argument(
         "--base", help="export: leave out the tensors identical to this checkpoint's (read from it at load)"
     )
