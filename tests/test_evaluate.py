@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from granite_asr.evaluate import bleu, error_rate, evaluate, normalize
@@ -23,6 +24,20 @@ def test_normalisers_and_error_rates():
     assert math.isclose(error_rate(["the cat"], ["the cab"], "en", unit="char"), 100 / 7)  # 1 of 7 chars
     assert bleu(["the cat is on the mat"], ["the cat is on the mat"], "en") > 99
     assert bleu(["the cat is on the mat"], ["a dog"], "en") < 10
+
+
+def test_japanese_reading_error_rate_scores_katakana_against_kanji():
+    """A katakana transcript (what the char head writes) of a kanji sentence: > 100 % CER against the
+    text, 0 on the reading; one wrong mora counts once."""
+    pytest.importorskip("pyopenjtalk")
+    from granite_asr.evaluate import reading_error_rate
+
+    ref = "今日は晴れです"
+    assert error_rate([ref], ["キョーワハレデス"], "ja") > 100
+    assert reading_error_rate([ref], ["キョーワハレデス"]) == 0.0
+    assert reading_error_rate([ref], ["キョーワアレデス"]) == 100 / 8
+    assert reading_error_rate([ref], ["きょうははれです"]) == 0.0  # hiragana: the same reading
+    assert reading_error_rate([ref], ["kyo wa"]) == 100.0  # Latin is not spelled out: all deleted
 
 
 def _manifest(tmp_path):
