@@ -108,3 +108,22 @@ def test_shard_batch_splits_rows_and_trims_padding():
     torch.testing.assert_close(shards[1][0].features, batch.features[1:])
     empty, weight = distributed.shard_batch(batch, distributed.DistContext(0, 4))
     assert weight == 0 and len(empty.items) == 1  # joins the collectives, contributes nothing
+
+
+def test_text_batches_beside_speech_match_one_process(setup):
+    """`--text-weight`: every rank computes the whole text batch (scaled by its share of the speech rows),
+    so 2 processes follow 1 process's curve, text loss included. Closely, not exactly: the speech stage's
+    per-token mean differs slightly on uneven shards (`distributed.py`); a text batch counted twice or
+    not at all moves the curve by far more."""
+    (setup / "text.txt").write_text("\n".join(TEXTS * 4) + "\n")
+    args = lambda out: ["speech", *_args(setup, out, 4)[1:], "--text", str(setup / "text.txt"),  # noqa: E731
+                        "--text-weight", "0.5", "--text-batch-tokens", "40"]  # fmt: skip
+    recipe.main(args(setup / "text1"))
+    _torchrun(args(setup / "text2"))
+    one, two = (
+        [json.loads(x) for x in (setup / d / "log.jsonl").read_text().splitlines()]
+        for d in ("text1", "text2")
+    )
+    assert all("text" in r for r in one)
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=2e-3)
+    np.testing.assert_allclose([r["text"] for r in two], [r["text"] for r in one], rtol=2e-3)
