@@ -117,7 +117,7 @@ def _load_init(args) -> torch.nn.Module:
 def _take_encoder(model: torch.nn.Module, source: str) -> None:
     """Replace `model`'s encoder with `source`'s (same shapes): re-bases a sibling (NAR, Plus) on a
     retrained encoder so its projector and decoder can adapt to it, instead of training them anew."""
-    theirs = {k: v for k, v in load_pretrained(source, dtype=torch.float32).state_dict().items()}
+    theirs = load_pretrained(source, dtype=torch.float32).state_dict()
     own = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
     bad = sorted(k for k, v in own.items() if k not in theirs or theirs[k].shape != v.shape)
     if bad:
@@ -316,8 +316,8 @@ def _train_nar(model, args) -> None:
 
 def stage_export(args) -> None:
     """Write --init as a shippable checkpoint: the official layout in bfloat16 (the embedded default is
-    stored this way, issue 4 §4); `--fp32` keeps float32. `--auto-mode`/`--ctc-head` record how the
-    checkpoint transcribes by default (`SpeechConfig.auto_mode`, `ctc_head`)."""
+    stored this way, issue 4 §4); `--fp32` keeps float32. `--auto-mode`/`--ctc-head`/`--ctc-char-layer`
+    record how the checkpoint transcribes by default (`SpeechConfig.auto_mode`, `ctc_head`, `ctc_char_layer`)."""
     model = load_pretrained(args.init, dtype=torch.float32)
     if args.auto_mode or args.ctc_head or args.ctc_char_layer:
         model.config = model.config.replace(
