@@ -59,14 +59,11 @@ def reading_error_rate(refs: list[str], hyps: list[str]) -> float | None:
     against kanji text its CER is meaningless (> 100 %); on the reading it measures what it heard. Only
     katakana are compared: spaces, punctuation and Latin letters drop (a wrong-script answer counts as deletions)."""
     try:
-        from .data.text import to_kana
-    except ImportError:
-        return None
-    try:
         import jiwer
         import pyopenjtalk  # noqa: F401  (to_kana imports it lazily: fail here, not mid-eval)
     except ImportError:
         return None
+    from .data.text import to_kana
 
     def reading(text: str) -> str:
         # Japanese script only, before the reading: pyopenjtalk would spell Latin letters out in katakana

@@ -28,9 +28,10 @@ def char_logits(model: nn.Module, enc: EncoderOutput) -> torch.Tensor:
     return model.encoder.char_logits(enc, final=model.config.ctc_char_layer == "final")
 
 
-def char_greedy(model: nn.Module, enc: EncoderOutput) -> list[str]:
-    """Greedy char-CTC transcripts from the char head (`char_logits`)."""
-    logits = char_logits(model, enc)
+def char_greedy(model: nn.Module, enc: EncoderOutput, logits: torch.Tensor | None = None) -> list[str]:
+    """Greedy char-CTC transcripts from the char head (`char_logits`, or its (B, T, C) `logits` or
+    log-probabilities when the caller already has them: the argmax is the same)."""
+    logits = char_logits(model, enc) if logits is None else logits
     return [char_vocab.decode(ids) for ids in greedy_decode(logits, enc.lengths, char_vocab.BLANK)]
 
 

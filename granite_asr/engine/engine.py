@@ -187,10 +187,13 @@ class Engine:
         if mode == "ar":
             state = prefill(model, embeds, valid, dec.max_new_tokens)
             hyps = autoregressive(model, state, eos_id=self.eos_id, options=dec)
-            return [self._result(enc, i, h, "ar") for i, h in enumerate(hyps)]
+            char = self._char_logprobs(enc)
+            return [self._result(char, enc, i, h, "ar") for i, h in enumerate(hyps)]
         rows = speculative_decode(model, enc, embeds, valid, eos_id=self.eos_id, options=dec)
+        char = self._char_logprobs(enc)
         return [
-            self._result(enc, i, r.hypothesis, f"speculative-{r.path}", r.draft) for i, r in enumerate(rows)
+            self._result(char, enc, i, r.hypothesis, f"speculative-{r.path}", r.draft)
+            for i, r in enumerate(rows)
         ]
 
     def _nar(self, batch: AudioBatch) -> list[EngineResult]:
@@ -198,29 +201,35 @@ class Engine:
         enc, audio = model.encode(batch.input_features, batch.feature_lengths)
         drafts = model.draft(enc)
         logits = model.edit(model.pack(audio, [model.slots(d) for d in drafts]))  # [(S_i, V)]
-        out = []
+        out, char = [], self._char_logprobs(enc)
         for i, lg in enumerate(logits):
             edited = ctc_scored(lg, model.config.blank_token_id)
             hyp = Hypothesis(edited.tokens, edited.logprobs, sum(edited.logprobs), "")
-            out.append(self._result(enc, i, hyp, "nar", tuple(drafts[i])))
+            out.append(self._result(char, enc, i, hyp, "nar", tuple(drafts[i])))
         return out
 
     def _ctc(self, enc: EncoderOutput) -> list[EngineResult]:
+        char = self._char_logprobs(enc)
         if not self.has_bpe_head or self.model.config.ctc_head == "char":
-            return [
-                self._result(enc, i, None, "ctc", text=t) for i, t in enumerate(char_greedy(self.model, enc))
-            ]
+            texts = char_greedy(self.model, enc, logits=char)
+            return [self._result(char, enc, i, None, "ctc", text=t) for i, t in enumerate(texts)]
         logits, lengths = self.model.encoder.bpe_logits(enc)  # (B, K, V)
         cfg, out = self.model.config, []
         for i, n in enumerate(lengths.tolist()):
             dec = ctc_scored(logits[i, :n], cfg.bpe_blank_id, cfg.bpe_label_offset)
             out.append(
-                self._result(enc, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc")
+                self._result(char, enc, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc")
             )
         return out
 
+    def _char_logprobs(self, enc: EncoderOutput) -> torch.Tensor:
+        """The batch's char-head log-posteriors (B, T, C), fp32, computed once per batch: every result
+        carries its rows (word alignment, confidence, blank-run cuts when the VAD is off)."""
+        return torch.log_softmax(char_logits(self.model, enc).float(), -1)
+
     def _result(
         self,
+        char: torch.Tensor,
         enc: EncoderOutput,
         i: int,
         hyp: Hypothesis | None,
@@ -229,7 +238,6 @@ class Engine:
         text: str | None = None,
     ) -> EngineResult:
         frames = int(enc.lengths[i])
-        char = char_logits(self.model, enc)[i, :frames]  # (T, C)
         if text is None:
             text = self.tokenizer.decode(hyp.tokens, skip_special_tokens=True).strip()
         return EngineResult(
@@ -237,7 +245,7 @@ class Engine:
             token_logprobs=tuple(hyp.logprobs) if hyp else (),
             text=text,
             mode_used=mode_used,
-            char_logits=torch.log_softmax(char.float(), -1).cpu(),
+            char_logits=char[i, :frames].cpu(),  # (T, C)
             encoder_frames=frames,
             frame_seconds=self.geometry.encoder_frame_seconds,
             draft_tokens=tuple(draft),

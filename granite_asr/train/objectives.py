@@ -102,7 +102,7 @@ def with_text(loss_fn, weight: float):
 
     def loss(model: nn.Module, batch: FeatureBatch) -> dict:
         res = loss_fn(model, batch)
-        if batch.text is not None and weight:
+        if batch.text is not None:
             res["text"] = lm_loss(model, batch.text)["loss"]
             res["loss"] = res["loss"] + weight * res["text"]
         return res

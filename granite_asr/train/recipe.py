@@ -131,10 +131,7 @@ def _with_text(model, args, loss_fn, batches):
     (`objectives.with_text`): the lm stage's documents (held-out sentences excluded)."""
     if not args.text_weight:
         return loss_fn, batches
-    if args.text:
-        docs = [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
-    else:
-        docs = training_text(tuple(args.langs.split(",")), args.seed)
+    docs = _documents(args)
     text = lm_batches(docs, model.tokenizer, args.text_batch_tokens, 128, args.seed + 5)
 
     def mixed():
@@ -142,6 +139,13 @@ def _with_text(model, args, loss_fn, batches):
             yield dataclasses.replace(fb, text=next(text))
 
     return obj.with_text(loss_fn, args.text_weight), mixed()
+
+
+def _documents(args) -> list[str]:
+    """Text documents: `--text` (one per line) or the offline corpus text, held-out sentences excluded."""
+    if args.text:
+        return [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
+    return training_text(tuple(args.langs.split(",")), args.seed)
 
 
 def _rebuild(old: torch.nn.Module, name: str) -> torch.nn.Module:
@@ -160,10 +164,7 @@ def _rebuild(old: torch.nn.Module, name: str) -> torch.nn.Module:
 
 # ----------------------------------------------------------------------------------------------- stages
 def stage_tokenizer(args) -> None:
-    if args.text:
-        docs = [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
-    else:
-        docs = training_text(tuple(args.langs.split(",")), args.seed)
+    docs = _documents(args)
     path = train_tokenizer(docs, args.vocab, Path(args.out))
     print(json.dumps({"tokenizer": str(path), "documents": len(docs)}))
 
@@ -176,10 +177,7 @@ def stage_lm(args) -> None:
         model = build_model(_config_for_tokenizer(preset(args.preset), tok))
         model.tokenizer = tok
     _freeze_all_but(model, ("language_model.",))
-    if args.text:  # one document per line (domain text, tests)
-        docs = [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
-    else:
-        docs = training_text(tuple(args.langs.split(",")), args.seed)
+    docs = _documents(args)  # --text: one document per line (domain text, tests)
     batches = lm_batches(docs, model.tokenizer, args.batch_tokens, 128, args.seed)
     _train(model, args, obj.lm_loss, batches, {"stage": "lm", "documents": len(docs)})
 
