@@ -53,6 +53,29 @@ def ours_generate(model, batch: AudioBatch, ids, mask, new_tokens: int) -> torch
 
 
 @torch.inference_mode()
+def ours_phases(model, batch: AudioBatch, ids, mask, new_tokens: int) -> dict[str, float]:
+    """One `ours_generate` pass timed by phase (where a goal is missed, where the time goes)."""
+    device = ids.device
+    marks = [time.perf_counter()]
+
+    def mark():
+        sync(device)
+        marks.append(time.perf_counter())
+
+    audio, counts, _ = model.encode_audio(batch.input_features, batch.feature_lengths)
+    mark()
+    embeds = model.merge_audio(ids, audio, lengths_to_mask(counts, audio.shape[1]))
+    state = prefill(model, embeds, mask, new_tokens)
+    mark()
+    greedy_search(model, state, eos_id=-1, options=DecodeOptions(max_new_tokens=new_tokens, max_repeats=0))
+    mark()
+    return {
+        f"{k}_s": b - a
+        for k, a, b in zip(("encoder", "prefill", "decode"), marks[:-1], marks[1:], strict=True)
+    }
+
+
+@torch.inference_mode()
 def reference_generate(ref, batch: AudioBatch, ids, mask, new_tokens: int, pad_id: int) -> torch.Tensor:
     dtype = ref.config.dtype
     out = ref.generate(
@@ -69,8 +92,9 @@ def reference_generate(ref, batch: AudioBatch, ids, mask, new_tokens: int, pad_i
     return out[:, ids.shape[1] :]
 
 
-def compare(model, ref, case: ARCase, label: dict) -> list[dict]:
-    """Time both on the same inputs → two records (impl "ours" / "transformers") plus token agreement."""
+def compare(model, ref, case: ARCase, label: dict, variants: dict | None = None) -> list[dict]:
+    """Time both on the same inputs → one record per impl ("ours", "transformers", "ours-unfused", and
+    each of `variants`: name → a transformed copy of `model`, e.g. int8) with token agreement."""
     device = next(model.parameters()).device
     batch, ids, mask = ar_inputs(model, case, device)
     pad = model.tokenizer.pad_id
@@ -87,6 +111,8 @@ def compare(model, ref, case: ARCase, label: dict) -> list[dict]:
         "transformers": lambda: reference_generate(ref, batch, ids, mask, case.new_tokens, pad),
         "ours-unfused": unfused,  # the same decoder before issue 6's fused projections
     }
+    for name, vmodel in (variants or {}).items():
+        runs[name] = lambda m=vmodel: ours_generate(m, batch, ids, mask, case.new_tokens)
     outs = {k: f() for k, f in runs.items() for _ in range(case.warmup)}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for i in range(case.iters):
@@ -97,7 +123,12 @@ def compare(model, ref, case: ARCase, label: dict) -> list[dict]:
             sync(device)
             times[k].append(time.perf_counter() - t0)
     agree = float((outs["ours"] == outs["transformers"]).float().mean()) if outs else None
+    # A variant's tokens against ours (the same weights before the transform): random weights give
+    # near-flat logits, so this bounds nothing about accuracy on speech; it shows the variant runs.
+    vs_ours = {k: float((outs[k] == outs["ours"]).float().mean()) for k in variants or {} if outs}
     audio_s = case.batch * float(batch.num_samples[0]) / SR
+    phases = {"ours": model} | dict(variants or {})
+    phases = {k: ours_phases(m, batch, ids, mask, case.new_tokens) for k, m in phases.items()}
     records = []
     for k, ts in times.items():
         total = sum(ts)
@@ -112,8 +143,9 @@ def compare(model, ref, case: ARCase, label: dict) -> list[dict]:
                 "seconds_per_iter": total / len(ts),
                 "rtfx": audio_s * len(ts) / total,
                 "tokens_per_s": case.batch * case.new_tokens * len(ts) / total,
-                "token_agreement": agree,
+                "token_agreement": vs_ours.get(k, agree),
                 "peak_rss_mb": peak_rss_mb(),
             }
+            | phases.get(k, {})
         )
     return records

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from granite_asr.audio.features import FeatureExtractor
 from granite_asr.engine import Engine
+from granite_asr.model.quantize import PARTS, quantize_int8
 from granite_asr.options import DecodeOptions, TranscribeOptions
 
 from .machine import peak_rss_mb, timed
@@ -101,8 +102,8 @@ def encoder_case(model: nn.Module, batch: int, seconds: float, label: dict, *, i
 
 
 def int8_model(model: nn.Module) -> nn.Module:
-    """A copy with every Linear dynamically quantised to int8 (fp32 activations; CPU only)."""
-    q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    """A copy with every Linear int8 (`granite_asr.model.quantize`, all parts; fp32 activations; CPU)."""
+    q = quantize_int8(copy.deepcopy(model), PARTS)
     q.tokenizer = model.tokenizer
     return q
 

@@ -15,6 +15,7 @@ import gc
 import torch
 
 from granite_asr.model.granite import fuse_projections
+from granite_asr.model.quantize import PARTS, quantize_int8
 
 from .ar_compare import ARCase, compare
 from .engine_bench import EngineCase, encoder_case, engine_case, int8_accuracy, int8_model
@@ -28,6 +29,13 @@ def _build(preset: str, dtype: str, device: str):
     return build(preset, DTYPES[dtype], device=device)
 
 
+def _int8_name(parts) -> str:
+    """Every part (`load_model(quantize="int8")`): "ours-int8-all"; the decoder only: "ours-int8"."""
+    if tuple(parts) == ("language_model",):
+        return "ours-int8"
+    return "ours-int8-all" if set(parts) == set(PARTS) else "ours-int8-" + "+".join(parts)
+
+
 def ar_vs_transformers(spec: dict) -> list[dict]:
     from .reference import reference_model
 
@@ -35,9 +43,14 @@ def ar_vs_transformers(spec: dict) -> list[dict]:
     fuse_projections(model)  # before sharing: the reference then holds views of the fused weights
     ref = reference_model(model)
     label = {"group": "ar_vs_transformers", "preset": spec["preset"], "dtype": spec["dtype"]}
+    # int8 variants: the same weights (a rebuild with the same seed), Linears of `parts` int8, rest fp32.
+    variants = {
+        _int8_name(parts): quantize_int8(_build(spec["preset"], spec["dtype"], spec["device"]), tuple(parts))
+        for parts in spec.get("int8", ())
+    }
     out = []
     for c in spec["cases"]:
-        out += compare(model, ref, ARCase(**c), label)
+        out += compare(model, ref, ARCase(**c), label, variants)
     return out
 
 

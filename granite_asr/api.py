@@ -17,12 +17,15 @@ from torch import nn
 
 from .model.build import build_model as _build_model
 from .model.checkpoint import load_pretrained
+from .model.quantize import quantize_int8
 
 # The embedded default model ships inside the package (training issue); its directory is the official layout.
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "default"
 # Its siblings, loadable by name: the 2b-nar and 2b-plus compositions trained from it (they read the
 # shared encoder from `default`, `checkpoint.BASE_WEIGHTS`).
 EMBEDDED_NAMES = ("default", "default-nar", "default-plus")
+# `load_model(quantize=...)`: None (weights as stored) or "int8" (CPU, `model.quantize`; issue 6).
+QUANTIZE = (None, "int8")
 
 
 def resolve_embedded(path_or_hub_id: str | os.PathLike | None) -> str | os.PathLike:
@@ -45,6 +48,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     revision: str | None = None,
+    quantize: str | None = None,
 ) -> nn.Module:
     """Load a Granite Speech model: `.variant` in {"ar", "plus", "nar"}, `.config`, `.tokenizer`.
 
@@ -52,9 +56,16 @@ def load_model(
     Hugging Face hub id (resolved through huggingface_hub, honouring HF_HUB_OFFLINE and its cache).
     The names in `EMBEDDED_NAMES` ("default-nar", "default-plus") load the embedded siblings unless a
     local directory of that name exists.
+
+    `quantize="int8"`: int8 weights for CPU inference (`granite_asr.model.quantize`: every Linear;
+    the rest runs in fp32, so `dtype` only sets the precision the weights are read in).
     """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, not {quantize!r}")
     path_or_hub_id = resolve_embedded(path_or_hub_id)
     model = load_pretrained(path_or_hub_id, device=device, dtype=dtype, revision=revision)
+    if quantize == "int8":
+        quantize_int8(model)
     return _with_transcribe(model)
 
 

@@ -2,7 +2,8 @@
 
     granite-asr transcribe FILES... [--model M] [--language L] [--format txt|json|srt|vtt|tsv|all]
                            [--output-dir D] [--word-timestamps] [--speakers] [--model-timestamps]
-                           [--mode M] [--beam-size N] [--batch-size N] [--device D] [--dtype T] [--keywords K]
+                           [--mode M] [--beam-size N] [--batch-size N] [--device D] [--dtype T] [--quantize int8]
+                           [--keywords K]
     granite-asr translate FILES... --to LANG [--from LANG] [...]
     granite-asr info [MODEL]
     granite-asr transcribe-corpus INPUT OUTPUT [--format F]... [--ray | --ray-address A] [...]
@@ -53,13 +54,23 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype: shared by every command that loads a model."""
+    """--model, --device, --dtype, --quantize: shared by every command that loads a model."""
     p.add_argument(
         "--model", default=None, help="checkpoint directory or hub id (default: the embedded model)"
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
     p.add_argument(
         "--dtype", default=None, choices=sorted(_DTYPES), help="weights dtype (default: per device)"
+    )
+    add_quantize_argument(p)
+
+
+def add_quantize_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8"],
+        help="int8 weights (CPU only): faster decoding of large models; accuracy cost in bench/RESULTS.md",
     )
 
 
@@ -175,7 +186,7 @@ def _load(args: argparse.Namespace, options):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, _DTYPES[args.dtype]) if args.dtype else None
     try:
-        model = load_model(args.model, device=device, dtype=dtype)
+        model = load_model(args.model, device=device, dtype=dtype, quantize=args.quantize)
     except (OSError, RuntimeError, ValueError) as e:  # CheckpointError is a RuntimeError
         raise CLIError(f"error: cannot load model {args.model or 'embedded default'}: {e}") from e
     try:  # the engine's own checks (a mode this checkpoint lacks, …), still before any audio is read

@@ -21,6 +21,7 @@ from .cli import (
     _options,
     add_decoding_arguments,
     add_model_arguments,
+    add_quantize_argument,
 )
 from .options import MODES
 
@@ -63,7 +64,7 @@ def _run_transcribe_corpus(args: argparse.Namespace) -> int:
         formats=tuple(args.format or ()), group_seconds=args.group_seconds, group_files=args.group_files,
         retry_errors=args.retry_errors, progress=options.progress, ray_address=address, actors=args.actors,
         cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor, device=args.device,
-        dtype=_DTYPES[args.dtype] if args.dtype else None,
+        dtype=_DTYPES[args.dtype] if args.dtype else None, quantize=args.quantize,
     )  # fmt: skip
     if address is None:
         model = _load(args, options)
@@ -99,6 +100,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
         "score a 2b-plus model's speaker (WDER) and timestamp error",
     )
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: embedded)")
+    add_quantize_argument(p)
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=None)
@@ -111,7 +113,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .api import load_model
     from .evaluate import evaluate
 
-    model = load_model(args.model)
+    model = load_model(args.model, quantize=args.quantize)
     if model.variant == "plus" and _is_conversation_manifest(args.manifest):
         from .evaluate_plus import evaluate_plus
 

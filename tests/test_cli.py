@@ -171,3 +171,20 @@ def test_duplicate_stems_do_not_overwrite(checkpoint, inputs, tmp_path, capsys):
         ]
     )
     assert code == 0 and sorted(p.name for p in (tmp_path / "o").iterdir()) == ["noise.txt", "noise_2.txt"]
+
+
+def test_quantize_int8_is_the_api_option(checkpoint, inputs, capsys):
+    """`--quantize int8` loads through `load_model(quantize="int8")`: the same transcript, and a clear
+    error where int8 cannot run (bf16 weights are cast to fp32 around the int8 Linears, but not on GPU)."""
+    from granite_asr import load_model
+
+    noise = str(inputs / "noise.wav")
+    flags = ["--model", str(checkpoint), "--no-vad", "--max-new-tokens", "6", "--mode", "ar", "--no-progress"]
+    code = cli.main(["transcribe", noise, *flags, "--quantize", "int8", "--format", "json"])
+    got = json.loads(capsys.readouterr().out)["text"]
+    model = load_model(checkpoint, quantize="int8")
+    assert model.quantized == ("encoder", "projector", "language_model")
+    want = model.transcribe(noise, mode="ar", max_new_tokens=6, vad=False, progress=False).text
+    assert code == 0 and got == want
+    code = cli.main(["transcribe", noise, *flags, "--quantize", "int8", "--device", "meta"])
+    assert code == 2 and "CPU only" in capsys.readouterr().err

@@ -244,8 +244,12 @@ class GraniteForCausalLM(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden (…, E) → logits (…, V), divided by logits_scaling (SPEC §5.2)."""
-        w = self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
-        return F.linear(hidden, w) / self.config.logits_scaling
+        # A module call, not `.weight`: LoRA or int8 may replace the head; an int8 model also gives a
+        # tied head its own int8 copy (model/quantize.py), which then wins over the embedding matrix.
+        head = getattr(self, "lm_head", None)
+        if head is not None:
+            return head(hidden) / self.config.logits_scaling
+        return F.linear(hidden, self.model.embed_tokens.weight) / self.config.logits_scaling
 
     def new_cache(self, batch: int, capacity: int, *, dtype=None, device=None) -> KVCache:
         w = self.model.embed_tokens.weight

@@ -47,11 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Silero VAD speech gating of long audio (--no-vad: everything above digital silence)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
-    from ..cli import _DTYPES  # cli.py is fully imported by the time it builds its parser
+    from ..cli import (  # cli.py is fully imported by the time it builds its parser
+        _DTYPES,
+        add_quantize_argument,
+    )
 
     p.add_argument(
         "--dtype", default=None, choices=sorted(_DTYPES), help="weights dtype (default: per device)"
     )
+    add_quantize_argument(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 

@@ -48,6 +48,7 @@ class CorpusOptions:
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
     device: str | None = None  # for the model in each actor / here (default: cuda if available)
     dtype: str | None = None  # "float32", "bfloat16", "float16" (default: per device)
+    quantize: str | None = None  # "int8": int8 decoder weights (CPU; `load_model(quantize=)`)
 
 
 @dataclass(frozen=True)
@@ -260,4 +261,4 @@ def load_for_corpus(path: str | os.PathLike | None, options: CorpusOptions):
 
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, options.dtype) if options.dtype else None
-    return load_model(path, device=device, dtype=dtype)
+    return load_model(path, device=device, dtype=dtype, quantize=options.quantize)
