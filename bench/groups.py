@@ -14,6 +14,7 @@ import gc
 
 import torch
 
+from granite_asr.model.checkpoint import cast_floating_state
 from granite_asr.model.granite import fuse_projections
 from granite_asr.model.quantize import PARTS, quantize_int8
 
@@ -29,11 +30,23 @@ def _build(preset: str, dtype: str, device: str):
     return build(preset, DTYPES[dtype], device=device)
 
 
-def _int8_name(parts) -> str:
-    """Every part (`load_model(quantize="int8")`): "ours-int8-all"; the decoder only: "ours-int8"."""
-    if tuple(parts) == ("language_model",):
-        return "ours-int8"
-    return "ours-int8-all" if set(parts) == set(PARTS) else "ours-int8-" + "+".join(parts)
+def _int8_variant(spec: dict, entry: dict) -> tuple[str, torch.nn.Module]:
+    """One int8 copy of the group's model: the same weights (rebuilt from the same seed), the Linears of
+    `entry["parts"]` int8, the rest in the bench dtype or in `entry["rest"]` (e.g. "fp32").
+
+    Names: "ours-int8-all" (every part, `load_model(quantize="int8")`), "ours-int8" (decoder only),
+    else the parts spelled out; "-fp32" etc. when the rest is cast."""
+    parts = tuple(entry["parts"])
+    model = quantize_int8(_build(spec["preset"], spec["dtype"], spec["device"]), parts)
+    if parts == ("language_model",):
+        name = "ours-int8"
+    else:
+        name = "ours-int8-all" if set(parts) == set(PARTS) else "ours-int8-" + "+".join(parts)
+    rest = entry.get("rest")
+    if rest and rest != spec["dtype"]:
+        cast_floating_state(model, DTYPES[rest])
+        name += f"-{rest}"
+    return name, model
 
 
 def ar_vs_transformers(spec: dict) -> list[dict]:
@@ -43,11 +56,7 @@ def ar_vs_transformers(spec: dict) -> list[dict]:
     fuse_projections(model)  # before sharing: the reference then holds views of the fused weights
     ref = reference_model(model)
     label = {"group": "ar_vs_transformers", "preset": spec["preset"], "dtype": spec["dtype"]}
-    # int8 variants: the same weights (a rebuild with the same seed), Linears of `parts` int8, rest fp32.
-    variants = {
-        _int8_name(parts): quantize_int8(_build(spec["preset"], spec["dtype"], spec["device"]), tuple(parts))
-        for parts in spec.get("int8", ())
-    }
+    variants = dict(_int8_variant(spec, entry) for entry in spec.get("int8", ()))
     out = []
     for c in spec["cases"]:
         out += compare(model, ref, ARCase(**c), label, variants)

@@ -175,7 +175,7 @@ def test_duplicate_stems_do_not_overwrite(checkpoint, inputs, tmp_path, capsys):
 
 def test_quantize_int8_is_the_api_option(checkpoint, inputs, capsys):
     """`--quantize int8` loads through `load_model(quantize="int8")`: the same transcript, and a clear
-    error where int8 cannot run (bf16 weights are cast to fp32 around the int8 Linears, but not on GPU)."""
+    error where int8 cannot run (fbgemm is CPU-only)."""
     from granite_asr import load_model
 
     noise = str(inputs / "noise.wav")

@@ -75,13 +75,9 @@ class Engine:
     """
 
     def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, dtype=None):
-        if getattr(model, "quantized", ()) and (
-            dtype not in (None, torch.float32) or str(device or "cpu") != "cpu"
-        ):
-            # int8 Linears take fp32 activations on CPU (model/quantize.py); a cast would break them.
-            raise ValueError(
-                f"an int8-quantised model runs in fp32 on CPU; got dtype={dtype}, device={device}"
-            )
+        if getattr(model, "quantized", ()) and torch.device(device or "cpu").type != "cpu":
+            # fbgemm's int8 kernels are CPU-only (model/quantize.py).
+            raise ValueError(f"an int8-quantised model runs on CPU only, not on {device}")
         if dtype is not None:
             # Parameters and persistent buffers only: RoPE's inv_freq stays fp32, as at load time.
             cast_floating_state(model, dtype)

@@ -1,18 +1,18 @@
 """int8 weights for CPU inference (issue 6: "int8 dynamic quantization as an option with its accuracy
 cost measured").
 
-Every `nn.Linear` (and kernel-1 `nn.Conv1d`) of the chosen parts becomes an `Int8Linear` (fbgemm's dynamic int8 GEMM): weights are
-stored int8 with one scale per output row, activations are quantised per row on every call. A CPU
-decode step is bound by reading the weights, and fbgemm's int8 GEMV reads half the bytes of bf16 and
-runs near the memory bandwidth where the bf16 GEMV does not: on this project's 2-core machines a
-2048-wide projection takes 3–5× less time at 1–8 rows (bench/RESULTS.md, "int8"). Everything else
-(norms, convolutions, attention, embeddings) runs in fp32: fbgemm takes fp32 activations.
+Every `nn.Linear` (and kernel-1 `nn.Conv1d`) of the chosen parts becomes an `Int8Linear` over fbgemm's
+dynamic int8 GEMM: weights stored int8 with one scale per output row, activations quantised per row on
+every call. A CPU decode step is bound by reading the weights, and fbgemm's int8 GEMV reads half the
+bytes of bf16 and runs near the memory bandwidth where the bf16 GEMV does not: on this project's
+2-core machines a 2048-wide projection takes 3–5× less time at 1–8 rows (bench/RESULTS.md, "int8").
+Everything else (norms, convolutions, attention, embeddings, the KV cache) keeps the model's dtype:
+an `Int8Linear` takes and returns that dtype and runs fbgemm in fp32 in between.
 
-Parts are the model's top-level modules: "encoder", "projector", "language_model"; all three by default.
-The decoder is where decode time goes (4.5× less per 2b decode step at batch 1); the encoder goes too
-because, left out, it would run in fp32, 2.6× slower than in bf16, where int8 matches bf16 (bench/RESULTS.md).
-A bf16 model is converted one Linear at a time, so quantising the 2b never holds a whole fp32 copy. The official tensor names are gone from a quantised model: it is for
-inference only and is never saved.
+Parts are the model's top-level modules: "encoder", "projector", "language_model"; all three by
+default. A bf16 model is converted one Linear at a time, so quantising the 2b never holds a whole fp32
+copy. The official tensor names are gone from a quantised model: it is for inference only and is never
+saved.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import warnings
 
 import torch
 from torch import nn
-
-from .checkpoint import cast_floating_state
 
 PARTS = ("encoder", "projector", "language_model")
 DEFAULT_PARTS = PARTS
@@ -71,12 +69,17 @@ class Int8Linear(nn.Module):
         self.register_buffer("anchor", anchor, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)  # (R, K)
+        rows = x.reshape(-1, self.in_features).float()  # (R, K); fbgemm takes fp32
         scale = rows.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)  # (R, 1)
-        y = self.inner(torch.cat([rows / scale, self.anchor]))[:-1] * scale  # (R, N)
+        # One buffer for the scaled rows and the anchor, and in-place rescaling: at prefill and
+        # encoder sizes these elementwise passes cost as much as a third of the int8 GEMM.
+        scaled = torch.empty(rows.shape[0] + 1, self.in_features, dtype=rows.dtype, device=rows.device)
+        torch.div(rows, scale, out=scaled[:-1])
+        scaled[-1] = self.anchor[0]
+        y = self.inner(scaled)[:-1].mul_(scale)  # (R, N)
         if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+            y.add_(self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -124,7 +127,7 @@ def _replace_linears(module: nn.Module) -> int:
 
 
 def quantize_int8(model: nn.Module, parts: tuple[str, ...] = DEFAULT_PARTS) -> nn.Module:
-    """Quantise, in place, every Linear of `parts` to int8 and the rest to fp32; returns `model` (eval).
+    """Quantise, in place, every Linear of `parts` to int8 (the rest keeps its dtype); returns `model`.
 
     Fused projections (`granite.FusedLinears`) fall back to separate matmuls over the int8 Linears.
     LoRA must already be merged (the loader merges it), so every projection is a plain Linear.
@@ -148,7 +151,6 @@ def quantize_int8(model: nn.Module, parts: tuple[str, ...] = DEFAULT_PARTS) -> n
         for fused in (getattr(m, "_qkv", None), getattr(m, "_gate_up", None)):
             if fused is not None and hasattr(fused, "ptrs"):
                 fused.weight, fused.ptrs = None, ()
-    cast_floating_state(model, torch.float32)
     model.quantized = tuple(parts)
     return model.eval()
 
