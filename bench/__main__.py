@@ -1,7 +1,7 @@
 """`python -m bench`: the speed suite of issue 6 (JSON + table + PNG in bench/results/).
 
     python -m bench                 # quick: tiny and default shapes (a few minutes on 2 CPU cores)
-    python -m bench --full          # + the real 2b shapes, fp32 and bf16
+    python -m bench --full          # + the real 2b shapes, fp32, bf16 and int8
     python -m bench --device cuda   # GPU: 2b-nar at batch 128 and the 2b AR comparison
     python -m bench --smoke         # tiny shapes, one pass each (the schema test)
     python -m bench load-server ... # the server load bench (issue 5), see bench/load_server.py
