@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from granite_asr.audio.features import FeatureExtractor
 from granite_asr.engine import Engine
-from granite_asr.model.quantize import PARTS, quantize_int8
+from granite_asr.model.quantize import quantize_int8
 from granite_asr.options import DecodeOptions, TranscribeOptions
 
 from .machine import peak_rss_mb, timed
@@ -103,7 +103,7 @@ def encoder_case(model: nn.Module, batch: int, seconds: float, label: dict, *, i
 
 def int8_model(model: nn.Module) -> nn.Module:
     """A copy with every Linear int8 (`granite_asr.model.quantize`, all parts; fp32 activations; CPU)."""
-    q = quantize_int8(copy.deepcopy(model), PARTS)
+    q = quantize_int8(copy.deepcopy(model))
     q.tokenizer = model.tokenizer
     return q
 

@@ -24,7 +24,7 @@ EMBEDDED_DIR = Path(__file__).parent / "assets" / "default"
 # Its siblings, loadable by name: the 2b-nar and 2b-plus compositions trained from it (they read the
 # shared encoder from `default`, `checkpoint.BASE_WEIGHTS`).
 EMBEDDED_NAMES = ("default", "default-nar", "default-plus")
-# `load_model(quantize=...)`: None (weights as stored) or "int8" (CPU, `model.quantize`; issue 6).
+# `load_model(quantize=...)`: None (weights as stored) or "int8" (CPU, `granite_asr.model.quantize`; issue 6).
 QUANTIZE = (None, "int8")
 
 
@@ -57,8 +57,8 @@ def load_model(
     The names in `EMBEDDED_NAMES` ("default-nar", "default-plus") load the embedded siblings unless a
     local directory of that name exists.
 
-    `quantize="int8"`: int8 weights for CPU inference (`granite_asr.model.quantize`: every Linear;
-    the rest runs in fp32, so `dtype` only sets the precision the weights are read in).
+    `quantize="int8"`: int8 weights for CPU inference (`granite_asr.model.quantize`: every Linear of
+    encoder, projector and decoder); the rest of the model stays in `dtype`.
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, not {quantize!r}")

@@ -34,6 +34,7 @@ from ..decoding.speculative import ctc_scored, speculative_decode
 from ..lengths import FrameGeometry, lengths_to_mask
 from ..model.checkpoint import cast_floating_state
 from ..model.conformer import EncoderOutput
+from ..model.quantize import is_quantized
 from ..options import TranscribeOptions
 from ..prompts import build_prompt, encode_prompts
 from .batching import BatchPlan, auto_limits, plan_batches
@@ -75,7 +76,7 @@ class Engine:
     """
 
     def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, dtype=None):
-        if getattr(model, "quantized", ()) and torch.device(device or "cpu").type != "cpu":
+        if is_quantized(model) and torch.device(device or "cpu").type != "cpu":
             # fbgemm's int8 kernels are CPU-only (model/quantize.py).
             raise ValueError(f"an int8-quantised model runs on CPU only, not on {device}")
         if dtype is not None:

@@ -22,6 +22,8 @@ import warnings
 import torch
 from torch import nn
 
+from .granite import FusedLinears
+
 PARTS = ("encoder", "projector", "language_model")
 DEFAULT_PARTS = PARTS
 
@@ -69,17 +71,19 @@ class Int8Linear(nn.Module):
         self.register_buffer("anchor", anchor, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).float()  # (R, K); fbgemm takes fp32
-        scale = rows.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)  # (R, 1)
-        # One buffer for the scaled rows and the anchor, and in-place rescaling: at prefill and
-        # encoder sizes these elementwise passes cost as much as a third of the int8 GEMM.
-        scaled = torch.empty(rows.shape[0] + 1, self.in_features, dtype=rows.dtype, device=rows.device)
-        torch.div(rows, scale, out=scaled[:-1])
+        lead = x.shape[:-1]
+        xf = x.float()  # fbgemm takes fp32; no copy for an fp32 input
+        scale = xf.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(xf.dtype).tiny)  # (..., 1)
+        # One buffer for the scaled rows and the anchor, written straight from x (even a transposed
+        # view: no reshape copy), and in-place rescaling: at prefill and encoder sizes these
+        # elementwise passes cost as much as a third of the int8 GEMM.
+        scaled = torch.empty(lead.numel() + 1, self.in_features, dtype=xf.dtype, device=xf.device)  # (R+1, K)
+        torch.div(xf, scale, out=scaled[:-1].view(*lead, self.in_features))
         scaled[-1] = self.anchor[0]
-        y = self.inner(scaled)[:-1].mul_(scale)  # (R, N)
+        y = self.inner(scaled)[:-1].view(*lead, self.out_features).mul_(scale)  # (..., N)
         if self.bias is not None:
             y.add_(self.bias)
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -149,7 +153,7 @@ def quantize_int8(model: nn.Module, parts: tuple[str, ...] = DEFAULT_PARTS) -> n
             lm.lm_head = Int8Linear(lm.model.embed_tokens.weight)
     for m in model.modules():  # fused fp32/bf16 copies made before quantising would stay alive
         for fused in (getattr(m, "_qkv", None), getattr(m, "_gate_up", None)):
-            if fused is not None and hasattr(fused, "ptrs"):
+            if isinstance(fused, FusedLinears):
                 fused.weight, fused.ptrs = None, ()
     model.quantized = tuple(parts)
     return model.eval()
