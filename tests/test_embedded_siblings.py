@@ -48,13 +48,13 @@ def test_siblings_store_only_what_differs_from_the_default(name):
         assert not any(k.startswith("encoder.") for k in stored)
 
 
-NAR_SHA256 = "31df45cfcd212cee71af9780006734aa4be3b4799b705d03b86f16bc64f9a3b3"
+NAR_SHA256 = "1c0b329ce8de9187ec04eb2d0517c1c0fa83406e619d855402cb50d4817fbcfd"
 NAR_EXACT = {
-    "en.flac": "This is be is,, the isinging to be to to the, you want to to it name.",
-    "fr.flac": "Le type boîte pas'isit le texte pas de la'ation parée.",
-    "de.flac": "Die Menschen nicht nennen man nur, die F unden zu.",
-    "es.flac": "Especifica que los de la de que para con el, que, para formato la deación.",
-    "pt.flac": "Se a a deação de documento de entrada",
+    "en.flac": "This is be, was one or more you a to to it but that, only to, you want to to all them.",
+    "fr.flac": "Les peuvent être de défaut à que le texte pas de la, par.",
+    "de.flac": "Wie man sollte nicht man nur die denkeresben kann.",
+    "es.flac": "Especifica que los de la im se a para imante, como para forma laación en.",
+    "pt.flac": "Se a información de definirada",
 }
 
 
@@ -68,15 +68,13 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
     assert model.transcribe(files[1], progress=False).text == batch[1].text
 
 
-PLUS_SHA256 = "12b5611b5312ade8c34c00a817f30d25bb74425b67b5ae40ac96f335f31bc0af"
+PLUS_SHA256 = "02747cc5984d81205506c47b0c569d07665c2c154135f180729f207576676a0f"
 PLUS_TURNS = [
-    ("Speaker 1", "Imagem"),
-    ("Speaker 2", "Eu luz é com um deslocar casa, algumente: Eu gente de cartão para ela para dormir, é uma calculadora de um ambiente."),
-    ("Speaker 2", "Ao te mago que"),
-    ("Speaker 1", "O Uma amigo que nunca."),
-    ("Speaker 2", "Eu luz por"),
-    ("Speaker 2", "suporte"),
-    ("Speaker 1", "Nome do arquivo está insignado."),
+    ("Speaker 1", "Impossível alocar novo pixbuf"),
+    ("Speaker 2", "Não foi possível bloquear o cenário na tabela com uma consulta."),
+    ("Speaker 1", "Aqui jovem não raízes do que agem não sabe a mina mina longe."),
+    ("Speaker 1", "O Ubuntamos de as pessoas que não sabem ler, minha na barra lateral daa em branco sem problemas que não é a"),
+    ("Speaker 1", "única."),
 ]  # fmt: skip
 
 
@@ -95,7 +93,7 @@ def test_plus_sibling_writes_speaker_turns(plus):
 def test_plus_sibling_times_words_with_its_own_tags(plus):
     res = plus.transcribe(str(SAMPLES / CONVERSATION["file"]), model_timestamps=True, progress=False)
     words = res.words
-    assert len(words) > 20 and res.text.startswith("A seleção a ser de texto")
+    assert len(words) > 20 and res.text.startswith("Saída os dados e")
     starts = [w.start for w in words]
     assert starts == sorted(starts) and all(0 <= w.start <= w.end <= 25.74 for w in words)
     assert "[T:" not in res.text and "_" not in res.text.split()  # tags parsed away, silences dropped
@@ -104,8 +102,8 @@ def test_plus_sibling_times_words_with_its_own_tags(plus):
 def test_ctc_aligner_times_the_reference_words_of_a_conversation():
     """Given the right words, the default model's char-CTC forced alignment places their ends within
     200 ms of the synthesis times for most words (measured with the char head on the last block, the
-    config's `ctc_char_layer`: mean 116 ms, 80 % within 200 ms on this sample; at the mid layer 112 ms and
-    78 %, and 62 ms and 93 % over conv-val)."""
+    config's `ctc_char_layer`: mean 105 ms, 85 % within 200 ms on this sample with joint27's encoder, 116 ms
+    and 80 % with joint25c's; over conv-val 62 ms and 93 % at the mid layer)."""
     model = granite_asr.load_model()
     audio = load_audio(SAMPLES / CONVERSATION["file"])
     errors = np.array(reference_alignment_errors(engine_for(model), [CONVERSATION], [audio]))
