@@ -2,7 +2,7 @@
 
     granite-asr transcribe FILES... [--model M] [--language L] [--format txt|json|srt|vtt|tsv|all]
                            [--output-dir D] [--word-timestamps] [--speakers] [--model-timestamps]
-                           [--mode M] [--beam-size N] [--batch-size N] [--device D] [--dtype T] [--quantize int8]
+                           [--mode M] [--beam-size N] [--word-lm auto|none|DIR] [--batch-size N] [--device D] [--dtype T] [--quantize int8]
                            [--keywords K]
     granite-asr translate FILES... --to LANG [--from LANG] [...]
     granite-asr info [MODEL]
@@ -80,6 +80,11 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-timestamps", action="store_true", help="word times and confidences")
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument(
+        "--word-lm", default="auto", metavar="auto|none|DIR",
+        help="char-CTC transcription: search with the bundled lexicon + word LM (auto), keep the greedy "
+        "spelling (none), or use DIR's <lang>.tsv.gz word LMs (granite-asr train wordlm)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: auto)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument(
@@ -159,6 +164,7 @@ def _options(args: argparse.Namespace, task: str):
         model_timestamps=getattr(args, "model_timestamps", False),
         mode=args.mode,
         beam_size=args.beam_size,
+        word_lm=args.word_lm,
         batch_size=args.batch_size,
         vad=args.vad,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,

@@ -97,6 +97,7 @@ class EvalReport:
     model: str
     manifest: str
     mode: str
+    options: dict = field(default_factory=dict)  # decoding options that change the scores
     asr: dict = field(default_factory=dict)  # lang → {"metric", "value", "n", "audio_s"}
     translation: dict = field(default_factory=dict)  # "src→tgt" → {"bleu", "n"}
     audio_seconds: float = 0.0
@@ -135,6 +136,8 @@ def evaluate(
     mode: str = "auto",
     beam_size: int = 1,
     batch_size: int | None = None,
+    word_lm: str = "auto",
+    language_hint: bool = True,
     limit: int | None = None,
     translate: bool = True,
     model_name: str = "",
@@ -143,9 +146,12 @@ def evaluate(
     manifest = Path(manifest)
     rows = [json.loads(x) for x in manifest.read_text("utf-8").splitlines() if x.strip()][:limit]
     engine = Engine(model)
-    decode = DecodeOptions(mode=mode, beam_size=beam_size, batch_size=batch_size)
+    decode = DecodeOptions(mode=mode, beam_size=beam_size, batch_size=batch_size, word_lm=word_lm)
     mode_run = decode.resolved_mode(model.variant, model.config.auto_mode)
-    report = EvalReport(model=model_name, manifest=str(manifest), mode=mode_run)
+    report = EvalReport(
+        model=model_name, manifest=str(manifest), mode=mode_run,
+        options={"beam_size": beam_size, "word_lm": word_lm, "language_hint": language_hint},
+    )  # fmt: skip
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_lang[r["lang"]].append(r)
@@ -154,7 +160,8 @@ def evaluate(
     warm = [audio[key(rows[0])]] if rows else []
     engine.run(warm, TranscribeOptions(decode=decode, progress=False))  # warm-up, not timed
     for lang, items in sorted(by_lang.items()):
-        opts = TranscribeOptions(language=lang, decode=decode, progress=False)
+        # without the hint, what the user gets who names no language (the word-LM search guesses it)
+        opts = TranscribeOptions(language=lang if language_hint else None, decode=decode, progress=False)
         outs, secs = _timed(engine, [audio[key(r)] for r in items], opts)
         hyps = [o.text for o in outs]
         dur = sum(len(audio[key(r)]) for r in items) / 16000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .prompts import validate_task
@@ -31,6 +32,10 @@ class DecodeOptions:
     # Self-speculative decoding thresholds (SPEC §5.8; leaderboard values).
     confidence_threshold: float = 0.4
     ctc_threshold: float = 0.0
+    # Char-CTC transcription (mode "ctc" on a char head): "auto" searches with the bundled per-language
+    # lexicon + word LM (`decoding/lexicon.py`; the language given, or guessed from the greedy words),
+    # "none" keeps the greedy spelling, a directory uses its `<lang>.tsv.gz` word LMs instead.
+    word_lm: str = "auto"
 
     def resolved_mode(self, variant: str, preferred: str | None = None) -> str:
         """`auto` → `preferred` (a checkpoint's `SpeechConfig.auto_mode`) or the variant's own."""
@@ -74,6 +79,8 @@ class TranscribeOptions:
             raise ValueError(f"unknown mode {self.decode.mode!r}; choose from {MODES}")
         if self.decode.beam_size < 1:
             raise ValueError("beam_size must be >= 1")
+        if self.decode.word_lm not in ("auto", "none") and not Path(self.decode.word_lm).is_dir():
+            raise ValueError(f"word_lm: {self.decode.word_lm!r} is not 'auto', 'none' or a directory")
         mode = self.resolved_mode(variant, preferred)
         if mode == "nar" and variant != "nar":
             raise ValueError(f"mode 'nar' needs a 2b-nar model, not {variant!r}")

@@ -25,6 +25,7 @@ import soxr
 import granite_asr
 from granite_asr import char_vocab
 from granite_asr.api import EMBEDDED_DIR
+from granite_asr.decoding import lexicon
 from granite_asr.demo import SAMPLES
 from granite_asr.evaluate import error_rate, normalize
 from granite_asr.train.objectives import char_targets
@@ -58,7 +59,14 @@ def model():
 
 @pytest.fixture(scope="module")
 def batch(model):
+    """What a user gets: char CTC searched with the bundled word LMs (`word_lm="auto"`)."""
     return model.transcribe([str(SAMPLES / it["file"]) for it in ITEMS], progress=False)
+
+
+@pytest.fixture(scope="module")
+def greedy(model):
+    """The char head alone (`word_lm="none"`): the acoustic model's own spelling."""
+    return model.transcribe([str(SAMPLES / it["file"]) for it in ITEMS], progress=False, word_lm="none")
 
 
 def test_embedded_model_ships_in_the_official_layout():
@@ -71,20 +79,21 @@ def test_embedded_model_ships_in_the_official_layout():
 
 
 @pytest.mark.parametrize("item", ITEMS, ids=[it["language"] for it in ITEMS])
-def test_transcript_of_bundled_sample(batch, item):
-    res = batch[ITEMS.index(item)]
+def test_transcript_of_bundled_sample(greedy, item):
+    res = greedy[ITEMS.index(item)]
     assert res.ok, res.error
     lang, got = item["language"], cer(item, res.text)
     assert got <= CER_BOUND[lang], f"{item['file']}: {res.text!r} (CER {got:.1f} %)"
 
 
 # The shipped model's exact transcripts (issue 4: "slow tests assert the embedded model's exact
-# transcripts"): a regression guard on the whole inference path (features, encoder, CTC decoding) for
-# this checkpoint, keyed by the sha256 of its weights so a new model states that it needs new values
-# (and read where its config.json says: `ctc_char_layer`).
-# Regenerate: transcribe the samples with `granite_asr.load_model()` and copy the texts (RESULTS.md).
+# transcripts"): a regression guard on the whole inference path (features, encoder, CTC decoding, the
+# word-LM search) for this checkpoint and the bundled word LMs, keyed by their digests so a new model or
+# LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
+# Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
+# the texts (RESULTS.md).
 MODEL_SHA256 = "92ef86a30b95d37845594bd67ec037ce62fad551e9414478565362b807b5ddf1"
-EXACT = {
+EXACT_GREEDY = {
     "en.flac": "the pbe requis one o m ry ur ami dadons to benstald on ab dite geno ata oin de you ont to trit in tal hem",
     "fr.flac": "le cadre peue êtrie defasnat squeletepispace de l nalor comet ulicaton itst parndnateur",
     "de.flac": "wir solten nicht imanur an die dunkentager unseres lebenstenken",
@@ -92,12 +101,49 @@ EXACT = {
     "pt.flac": "se proceduir a informação de conta será definite vamente eliminada",
     "ja.flac": "コレイチブノサビスヲヨービホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
+WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
+    "de.tsv.gz": "e78a61bc13b11c0a",
+    "en.tsv.gz": "481ae821ccc36313",
+    "es.tsv.gz": "780a038904836522",
+    "fr.tsv.gz": "4e28ebab1625faf8",
+    "pt.tsv.gz": "6fb55eb3e4881274",
+}
+EXACT = {
+    "en.flac": "the be require one done to be install an date out in the you want to try it all them",
+    "fr.flac": "le cadre perte de actuel est alors complications séparateur",
+    "de.flac": "wir sollten nicht mann urhan die denken tage unseres lebens denken",
+    "es.flac": "especifica que los parámetros de la impresora se aplique para imprimir así como para formatear la visualización en pantalla",
+    "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
+    "ja.flac": "コレイチブノサビスヲヨービホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
+}
 
 
-def test_exact_transcripts_of_the_shipped_model(batch):
-    digest = hashlib.sha256((EMBEDDED_DIR / "model.safetensors").read_bytes()).hexdigest()
-    assert digest == MODEL_SHA256, "a new embedded model: record its transcripts in EXACT and its sha256"
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_exact_transcripts_of_the_shipped_model(batch, greedy):
+    assert _digest(EMBEDDED_DIR / "model.safetensors") == MODEL_SHA256, (
+        "a new embedded model: record its transcripts in EXACT, EXACT_GREEDY and its sha256"
+    )
+    assert {it["file"]: res.text for it, res in zip(ITEMS, greedy, strict=True)} == EXACT_GREEDY
+    lms = {p.name: _digest(p)[:16] for p in sorted(lexicon.BUNDLED.glob("*.tsv.gz"))}
+    assert lms == WORD_LM_SHA256, "new word LMs: record their transcripts in EXACT and their digests"
     assert {it["file"]: res.text for it, res in zip(ITEMS, batch, strict=True)} == EXACT
+
+
+# WER (%) of the word-LM transcripts at ship time (session 7), plus a margin: the search must keep the
+# words it found (greedy: en 88.5, fr 92.3, de 58.3, es 57.9, pt 33.3)
+WER_BOUND = {"en": 75.0, "fr": 95.0, "de": 40.0, "es": 10.0, "pt": 15.0}
+
+
+@pytest.mark.parametrize(
+    "item", [it for it in ITEMS if it["language"] in WER_BOUND], ids=lambda it: it["file"]
+)
+def test_word_lm_search_finds_the_words(batch, item):
+    res = batch[ITEMS.index(item)]
+    got = error_rate([item["text"]], [res.text], item["language"])
+    assert got <= WER_BOUND[item["language"]], f"{item['file']}: {res.text!r} (WER {got:.1f} %)"
 
 
 def test_batch_gives_the_same_words_as_one_at_a_time(model, batch):
@@ -187,14 +233,14 @@ def test_translation_answers_in_the_target_language(model, item):
     assert words & TARGET_WORDS[item["translate_to"]], res.text
 
 
-def test_int8_keeps_the_accuracy(batch):
+def test_int8_keeps_the_accuracy(greedy):
     """`quantize="int8"` on the shipped model: each bundled sample's char-CTC CER against its reference
     stays within a few points of the fp32 one (measured −1.5 to +0.8 points for joint27, while the two
     transcripts differ by 0–9 % of their characters; bench/RESULTS.md "int8" has the held-out figures),
     and the decoder still answers (AR transcript of the English sample)."""
     q = granite_asr.load_model(quantize="int8")
-    got = q.transcribe([str(SAMPLES / it["file"]) for it in ITEMS], progress=False)
-    for item, fp32, int8 in zip(ITEMS, batch, got, strict=True):
+    got = q.transcribe([str(SAMPLES / it["file"]) for it in ITEMS], progress=False, word_lm="none")
+    for item, fp32, int8 in zip(ITEMS, greedy, got, strict=True):
         assert int8.ok, int8.error
         assert cer(item, int8.text) <= cer(item, fp32.text) + 4.0, (item["language"], fp32.text, int8.text)
     en = next(it for it in ITEMS if it["language"] == "en")

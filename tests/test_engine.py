@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from granite_asr import char_vocab
 from granite_asr.audio.features import FeatureExtractor
 from granite_asr.decoding.simple import greedy_transcribe
 from granite_asr.engine import Engine, EngineResult, plan_batches
@@ -235,3 +236,29 @@ def test_checkpoint_ctc_char_layer_moves_transcripts_and_alignment(tmp_path):
     assert not torch.allclose(final, mid, atol=1e-3)  # the two places differ, so the test can fail
     torch.testing.assert_close(res.char_logits, torch.log_softmax(final.float(), -1), atol=1e-5, rtol=1e-5)
     assert res.text == char_vocab.decode(greedy_decode(final[None], enc.lengths, char_vocab.BLANK)[0])
+
+
+def test_ctc_word_lm_searches_the_char_posteriors(tmp_path):
+    """`word_lm` (char-CTC transcription): "none" is the greedy spelling; a word-LM directory and a
+    language give the lexicon search over the same posteriors, every word from the lexicon; Japanese
+    (no word LM there) keeps the greedy text."""
+    from granite_asr.decoding.ctc import greedy_decode
+    from granite_asr.decoding.lexicon import LexiconDecoder
+    from granite_asr.decoding.word_lm import WordLM
+
+    lm = WordLM.train(["the cat sat on the mat", "a dog and a cat", "on and on"], "en")
+    lm.save(tmp_path / "en.tsv.gz")
+    model = build_tiny("tiny")
+    model.config = model.config.replace(auto_mode="ctc", ctc_head="char")
+    engine = Engine(model)
+    plain = engine.run(AUDIOS[:3], opts(word_lm="none"))
+    searched = engine.run(AUDIOS[:3], opts(word_lm=str(tmp_path)).replace(language="English"))
+    japanese = engine.run(AUDIOS[:3], opts(word_lm=str(tmp_path)).replace(language="ja"))
+    decoder = LexiconDecoder(lm)
+    for p, s, j in zip(plain, searched, japanese, strict=True):
+        lp = p.char_logits
+        assert p.text == char_vocab.decode(greedy_decode(lp[None], torch.tensor([lp.shape[0]]), 0)[0])
+        assert s.text == (decoder.decode(lp) if p.text.strip() else p.text)  # silence stays as it was
+        assert set(s.text.split()) <= set(lm.words)
+        assert j.text == p.text
+    assert any(p.text != s.text for p, s in zip(plain, searched, strict=True))

@@ -89,6 +89,18 @@ def test_eval_cli_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "nar" and set(report["asr"]) == {"en", "fr"} and report["translation"] == {}
+    assert report["options"] == {"beam_size": 1, "word_lm": "auto", "language_hint": True}
+
+
+def test_eval_records_the_decoding_options_that_change_scores(tmp_path):
+    model = build_tiny("tiny")
+    hinted = evaluate(model, _manifest(tmp_path), mode="ctc", translate=False)
+    plain = evaluate(
+        model, _manifest(tmp_path), mode="ctc", word_lm="none", language_hint=False, translate=False
+    )
+    assert plain.options == {"beam_size": 1, "word_lm": "none", "language_hint": False}
+    assert hinted.options["word_lm"] == "auto" and hinted.options["language_hint"]
+    assert set(plain.asr) == set(hinted.asr) == {"en", "fr"}
 
 
 def test_wder_maps_labels_and_counts_wrong_speakers():

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..audio.features import AudioBatch, FeatureExtractor
+from ..decoding import lexicon
 from ..decoding.beam import autoregressive
 from ..decoding.ctc import char_greedy, char_logits
 from ..decoding.ctc import encode as encode_only
@@ -36,7 +37,7 @@ from ..model.checkpoint import cast_floating_state
 from ..model.conformer import EncoderOutput
 from ..model.quantize import is_quantized
 from ..options import TranscribeOptions
-from ..prompts import build_prompt, encode_prompts
+from ..prompts import build_prompt, canonical_language, encode_prompts
 from .batching import BatchPlan, auto_limits, plan_batches
 
 
@@ -165,7 +166,7 @@ class Engine:
         if mode == "nar":
             return self._nar(batch)
         if mode == "ctc":
-            return self._ctc(encode_only(self.model, batch.input_features, batch.feature_lengths))
+            return self._ctc(encode_only(self.model, batch.input_features, batch.feature_lengths), options)
         return self._autoregressive(batch, options, mode)
 
     def _prompts(self, batch: AudioBatch, options: TranscribeOptions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,10 +213,10 @@ class Engine:
             out.append(self._result(char, enc, i, hyp, "nar", tuple(drafts[i])))
         return out
 
-    def _ctc(self, enc: EncoderOutput) -> list[EngineResult]:
+    def _ctc(self, enc: EncoderOutput, options: TranscribeOptions) -> list[EngineResult]:
         char = self._char_logprobs(enc)
         if not self.has_bpe_head or self.model.config.ctc_head == "char":
-            texts = char_greedy(self.model, enc, logits=char)
+            texts = self._char_texts(char, enc, options)
             return [self._result(char, enc, i, None, "ctc", text=t) for i, t in enumerate(texts)]
         logits, lengths = self.model.encoder.bpe_logits(enc)  # (B, K, V)
         cfg, out = self.model.config, []
@@ -224,6 +225,21 @@ class Engine:
             out.append(
                 self._result(char, enc, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc")
             )
+        return out
+
+    def _char_texts(self, char: torch.Tensor, enc: EncoderOutput, options: TranscribeOptions) -> list[str]:
+        """Greedy char-CTC text, re-searched with the word LM of the clip's language when one applies
+        (`DecodeOptions.word_lm`; without flashlight-text, "auto" keeps the greedy text)."""
+        greedy = char_greedy(self.model, enc, logits=char)
+        source = options.decode.word_lm
+        if source == "none" or (source == "auto" and not lexicon.available()):
+            return greedy
+        lms = lexicon.word_lms(str(lexicon.BUNDLED) if source == "auto" else source)
+        language = canonical_language(options.language)
+        out = []
+        for i, text in enumerate(greedy):
+            searched = lms.decode(char[i, : int(enc.lengths[i])], text, language)
+            out.append(text if searched is None else searched)
         return out
 
     def _char_logprobs(self, enc: EncoderOutput) -> torch.Tensor:

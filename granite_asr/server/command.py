@@ -39,6 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=600.0, help="per-request time limit (504 after)")
     p.add_argument("--mode", default="auto", choices=MODES, help="decoding mode for every request")
     p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument(
+        "--word-lm", default="auto", metavar="auto|none|DIR",
+        help="char-CTC transcription: search with the bundled lexicon + word LM (auto), keep the greedy "
+        "spelling (none), or use DIR's <lang>.tsv.gz word LMs (granite-asr train wordlm)",
+    )  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=None, help="token budget per window")
     p.add_argument(
         "--vad",
@@ -64,7 +69,9 @@ def base_options(args: argparse.Namespace):
     from ..transcribe.pipeline import make_options
 
     extra = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
-    return make_options(mode=args.mode, beam_size=args.beam_size, vad=args.vad, progress=False, **extra)
+    return make_options(
+        mode=args.mode, beam_size=args.beam_size, word_lm=args.word_lm, vad=args.vad, progress=False, **extra
+    )
 
 
 def served_name(args: argparse.Namespace) -> str:

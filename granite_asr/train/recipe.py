@@ -5,12 +5,13 @@
     python -m granite_asr.train encoder --init runs/default/lm/latest --corpus data/corpus --out runs/default/encoder
     python -m granite_asr.train speech  --init runs/default/encoder/latest --corpus data/corpus --out runs/default/speech
     python -m granite_asr.train nar     --init runs/default/speech/latest --corpus data/corpus --out runs/default/nar
+    python -m granite_asr.train wordlm  --out granite_asr/assets/wordlm --langs en,fr,de,es,pt   # char-CTC search
 
 Every stage writes `<out>/latest` in the official checkpoint layout and resumes from it when re-run.
 `--init` also accepts the official checkpoints (a directory or hub id), so the same stages fine-tune
 2b / 2b-nar / 2b-plus (use `--lora-r` to train adapters and merge them on save).
 
-Every stage but tokenizer also runs under torchrun (issue 7 §3): the same global batches, sharded across
+Every stage but tokenizer and wordlm also runs under torchrun (issue 7 §3): the same global batches, sharded across
 processes (DDP; `--fsdp` shards the parameters), rank 0 logging and checkpointing:
 
     torchrun --nproc_per_node 4 -m granite_asr.train encoder --init … --corpus data/corpus --out runs/encoder
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import SpeechConfig, preset
+from ..decoding.word_lm import WordLM
 from ..model.build import build_model
 from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.lora import apply_lora, merge_lora
@@ -36,7 +38,7 @@ from . import objectives as obj
 from .data import FeatureCache, collate, epoch_batches, spec_augment, vtlp
 from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
-from .text_data import lm_batches, train_tokenizer, training_text
+from .text_data import lm_batches, train_tokenizer, training_text, word_lm_sentences
 
 LANGS = ("en", "fr", "de", "es", "pt", "ja")
 
@@ -167,6 +169,23 @@ def stage_tokenizer(args) -> None:
     docs = _documents(args)
     path = train_tokenizer(docs, args.vocab, Path(args.out))
     print(json.dumps({"tokenizer": str(path), "documents": len(docs)}))
+
+
+def stage_wordlm(args) -> None:
+    """The char-CTC search's word LMs (`decoding/word_lm.py`), one `<lang>.tsv.gz` per language, from the
+    offline sentences minus the held-out ones, or from `--text` (one sentence per line, one language)."""
+    langs = args.langs.split(",")
+    if args.text and len(langs) != 1:
+        raise SystemExit("--text builds one language's word LM: give exactly one --langs")
+    for lang in langs:
+        sentences = _documents(args) if args.text else word_lm_sentences(lang, args.seed)
+        lm = WordLM.train(sentences, lang, order=args.order, min_count=args.min_count)
+        path = lm.save(Path(args.out) / f"{lang}.tsv.gz")
+        print(
+            json.dumps(
+                {"lang": lang, "sentences": len(sentences), "ngrams": len(lm.counts), "file": str(path)}
+            )
+        )
 
 
 def stage_lm(args) -> None:
@@ -339,6 +358,7 @@ STAGES = {
     "nar": stage_nar,
     "plus": stage_plus,
     "export": stage_export,
+    "wordlm": stage_wordlm,
 }
 
 
@@ -365,6 +385,8 @@ def parser() -> argparse.ArgumentParser:
         help="tokenizer/lm stages and --text-weight: a text file, one document per line (default: offline corpus text)",
     )
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--order", type=int, default=3, help="wordlm stage: n-gram order")
+    ap.add_argument("--min-count", type=int, default=2, help="wordlm stage: drop rarer n-grams (order > 1)")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200)

@@ -34,6 +34,14 @@ def training_text(langs: tuple[str, ...], seed: int) -> list[str]:
     return [docs[i] for i in rng.permutation(len(docs))]
 
 
+def word_lm_sentences(lang: str, seed: int) -> list[str]:
+    """One language's training sentences (the held-out ones excluded), for its word LM."""
+    train, _held, _trans = corpus.text_pools(
+        corpus.BuildConfig(out=Path("."), langs=(lang,), seed=seed), lang
+    )
+    return [str(s) for s in train]
+
+
 def train_bpe(
     docs: list[str], vocab_size: int, specials: tuple[str, ...] | list[str] = SPECIALS
 ) -> Tokenizer:

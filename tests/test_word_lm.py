@@ -1,0 +1,130 @@
+"""Fast tier: the word n-gram LM and the char-CTC lexicon search (`decoding/word_lm.py`, `decoding/lexicon.py`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from granite_asr import char_vocab
+from granite_asr.decoding.ctc import greedy_decode
+from granite_asr.decoding.lexicon import LexiconDecoder, WordLMs
+from granite_asr.decoding.word_lm import BACKOFF, WordLM, normalize_words
+from granite_asr.options import DecodeOptions, TranscribeOptions
+from granite_asr.train.recipe import main as train_main
+
+SENTENCES = ["I see you.", "I see the sea!", "You see the world", "Hello world", "hello, hello world"]
+
+
+def emissions(frames: list[dict[str, float]]) -> torch.Tensor:
+    """(T, V) log-probs: each frame's named chars get their probability, the rest goes to blank."""
+    probs = torch.full((len(frames), char_vocab.SIZE), 1e-6)
+    for t, frame in enumerate(frames):
+        for ch, p in frame.items():
+            probs[t, char_vocab.char_to_id(ch)] = p
+        probs[t, char_vocab.BLANK] = max(1e-6, 1.0 - sum(frame.values()))
+    return (probs / probs.sum(-1, keepdim=True)).log()
+
+
+def spell(text: str, swap: dict[int, dict[str, float]] | None = None) -> list[dict[str, float]]:
+    """One frame per char with a blank frame after each (so doubled letters survive CTC collapse);
+    `swap[i]` replaces char i's frame."""
+    frames: list[dict[str, float]] = []
+    for i, ch in enumerate(text):
+        frames += [(swap or {}).get(i, {ch: 0.9}), {}]
+    return frames
+
+
+def greedy(lp: torch.Tensor) -> str:
+    return char_vocab.decode(greedy_decode(lp[None], torch.tensor([lp.shape[0]]), char_vocab.BLANK)[0])
+
+
+def test_counts_and_stupid_backoff_scores():
+    lm = WordLM.train(SENTENCES, "en", order=3)
+    assert normalize_words("Hello, hello world!") == ["hello", "hello", "world"]
+    assert lm.counts[("see",)] == 3 and lm.counts[("i", "see")] == 2 and lm.counts[("<s>", "i")] == 2
+    assert lm.counts[()] == sum(len(normalize_words(s)) + 1 for s in SENTENCES)  # words + </s>
+    assert lm.logprob(("i", "see"), "the") == pytest.approx(math.log(1 / 2))  # trigram seen
+    # "you see" unseen as a history of "you": back off to the bigram "see you" (1 of 3 "see")
+    assert lm.logprob(("the", "see"), "you") == pytest.approx(BACKOFF + math.log(1 / 3))
+    assert lm.logprob(("<s>",), "hello") == pytest.approx(math.log(2 / 5))  # 2 of 5 sentences
+    unseen = lm.logprob(("i", "see"), "zebra")
+    assert unseen == pytest.approx(2 * BACKOFF + math.log(0.5 / lm.counts[()]))
+    assert unseen < lm.logprob(("i", "see"), "world") < lm.logprob(("i", "see"), "the")
+
+
+def test_min_count_prunes_higher_orders_but_keeps_the_lexicon():
+    lm = WordLM.train(SENTENCES, "en", order=3, min_count=2)
+    assert ("sea",) in lm.counts and ("the", "sea") not in lm.counts
+    assert ("i", "see") in lm.counts
+    assert "sea" in lm.words and "<s>" not in lm.words and "</s>" not in lm.words
+
+
+def test_save_load_round_trip_is_byte_stable(tmp_path):
+    lm = WordLM.train(SENTENCES, "en")
+    a, b = lm.save(tmp_path / "a" / "en.tsv.gz"), WordLM.train(SENTENCES, "en").save(tmp_path / "en.tsv.gz")
+    assert a.read_bytes() == b.read_bytes()
+    back = WordLM.load(a)
+    assert (back.lang, back.order, back.counts) == ("en", 3, lm.counts)
+    (tmp_path / "bad.tsv.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="bad.tsv.gz"):
+        WordLM.load(tmp_path / "bad.tsv.gz")
+
+
+def test_lexicon_search_spells_words_of_the_language():
+    dec = LexiconDecoder(WordLM.train(SENTENCES, "en"))
+    # "world" with its vowel heard as "a" more than "o": greedy writes a non-word
+    lp = emissions(spell("hello world", swap={7: {"a": 0.5, "o": 0.4}}))
+    assert greedy(lp) == "hello warld"
+    assert dec.decode(lp) == "hello world"
+    assert dec.decode(torch.zeros(0, char_vocab.SIZE)) == ""
+    with pytest.raises(ValueError, match="logprobs must be"):
+        dec.decode(torch.zeros(4, 10))
+
+
+def test_the_word_lm_breaks_an_acoustic_tie_by_context():
+    dec = LexiconDecoder(WordLM.train(SENTENCES, "en"))
+    # the last vowel is "e" or "a" at even odds, so "see" and "sea" sound alike here
+    tie = {"e": 0.45, "a": 0.45}
+    assert dec.decode(emissions(spell("i see", swap={4: tie}))) == "i see"  # seen twice, "i sea" never
+    assert dec.decode(emissions(spell("the sea", swap={6: tie}))) == "the sea"  # and "the see" never
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wordlm")
+    WordLM.train(SENTENCES, "en").save(d / "en.tsv.gz")
+    es = ["la casa de la playa", "el perro de la casa", "que los parámetros de la impresora"]
+    WordLM.train(es, "es").save(d / "es.tsv.gz")
+    return d
+
+
+def test_language_guess_from_misspelt_greedy_words(lm_dir):
+    lms = WordLMs(lm_dir)
+    assert lms.languages == ("en", "es")
+    assert lms.guess_language("helo wrld you se") == "en"
+    assert lms.guess_language("la kasa de los parametos") == "es"
+    assert lms.guess_language("コレイチブノサビス") is None  # katakana: no trigram seen anywhere
+    assert lms.guess_language("") is None
+    lp = emissions(spell("hello world", swap={7: {"a": 0.5, "o": 0.4}}))
+    assert lms.decode(lp, "hello warld", None) == "hello world"
+    assert lms.decode(lp, "hello warld", "ja") is None  # no Japanese word LM: the caller keeps greedy
+
+
+def test_word_lm_option_is_validated(lm_dir):
+    for ok in ("auto", "none", str(lm_dir)):
+        TranscribeOptions(decode=DecodeOptions(word_lm=ok)).validate("ar")
+    with pytest.raises(ValueError, match="word_lm"):
+        TranscribeOptions(decode=DecodeOptions(word_lm="nowhere")).validate("ar")
+
+
+def test_wordlm_stage_builds_from_a_text_file(tmp_path):
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(SENTENCES), "utf-8")
+    train_main(["wordlm", "--out", str(tmp_path / "lm"), "--langs", "en", "--text", str(text)])
+    assert (
+        WordLM.load(tmp_path / "lm" / "en.tsv.gz").counts == WordLM.train(SENTENCES, "en", min_count=2).counts
+    )
+    with pytest.raises(SystemExit, match="one language"):
+        train_main(["wordlm", "--out", str(tmp_path / "lm"), "--langs", "en,es", "--text", str(text)])
