@@ -17,6 +17,7 @@ from granite_asr import cli
 from granite_asr.model.checkpoint import save_pretrained
 
 from .helpers_audio import encode_mp3
+from .test_decoding import clips
 from .test_transcribe import tiny_model
 
 SR = 16000
@@ -188,3 +189,28 @@ def test_quantize_int8_is_the_api_option(checkpoint, inputs, capsys):
     assert code == 0 and got == want
     code = cli.main(["transcribe", noise, *flags, "--quantize", "int8", "--device", "meta"])
     assert code == 2 and "CPU only" in capsys.readouterr().err
+
+
+def test_word_lm_flag_is_the_api_option(inputs, tmp_path, capsys):
+    """`--word-lm DIR` (char-CTC transcription) gives what `word_lm=DIR` gives through the API; a path
+    that is no directory is refused before any compute."""
+    from granite_asr import load_model
+    from granite_asr.decoding.word_lm import WordLM
+
+    model = tiny_model("tiny")
+    model.config = model.config.replace(ctc_head="char")  # mode "ctc" reads the char head
+    checkpoint = save_pretrained(model, tmp_path / "ckpt")
+    WordLM.train(["the cat sat on the mat", "a dog and a cat"], "en").save(tmp_path / "lm" / "en.tsv.gz")
+    noise = str(tmp_path / "clip.wav")  # a clip the random char head spells as a few symbols
+    sf.write(noise, np.asarray(clips((1.4,))[0], np.float32), SR)
+    flags = ["--model", str(checkpoint), "--no-vad", "--mode", "ctc", "--language", "en", "--no-progress"]
+    code = cli.main(["transcribe", noise, *flags, "--word-lm", str(tmp_path / "lm"), "--format", "json"])
+    got = json.loads(capsys.readouterr().out)["text"]
+    model = load_model(checkpoint)
+    kw = dict(mode="ctc", language="en", vad=False, progress=False)
+    want = model.transcribe(noise, word_lm=str(tmp_path / "lm"), **kw).text
+    assert code == 0 and got == want
+    assert set(got.split()) <= {"the", "cat", "sat", "on", "mat", "a", "dog", "and"}
+    assert got != model.transcribe(noise, word_lm="none", **kw).text  # so the flag is seen to act
+    code = cli.main(["transcribe", noise, *flags, "--word-lm", str(tmp_path / "nowhere")])
+    assert code == 2 and "word_lm" in capsys.readouterr().err

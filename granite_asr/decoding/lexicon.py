@@ -26,6 +26,7 @@ from .word_lm import BOS, EOS, WordLM, normalize_words
 
 SPACE = char_vocab.char_to_id(" ")
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "wordlm"
+_MEMO_LIMIT = 1_000_000  # memoised LM scores per language (~150 MB at most)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def _lm_adapter(lm: WordLM, words: list[str]):
             self.history.setdefault(child, (*h, word)[-(lm.order - 1) :] if lm.order > 1 else ())
             key = (h, word)
             if key not in self.memo:
+                if len(self.memo) >= _MEMO_LIMIT:  # a long-running server: keep memory bounded
+                    self.memo.clear()
                 self.memo[key] = lm.logprob(h, word)
             return child, self.memo[key]
 
