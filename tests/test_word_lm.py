@@ -128,3 +128,20 @@ def test_wordlm_stage_builds_from_a_text_file(tmp_path):
     )
     with pytest.raises(SystemExit, match="one language"):
         train_main(["wordlm", "--out", str(tmp_path / "lm"), "--langs", "en,es", "--text", str(text)])
+
+
+def test_auto_falls_back_to_greedy_without_flashlight(monkeypatch):
+    """Where flashlight-text has no wheel (Python 3.13), `available()` warns once and says no, so
+    `word_lm="auto"` keeps the greedy text instead of failing."""
+    from granite_asr.decoding import lexicon
+
+    def missing():
+        raise RuntimeError("the word-LM decoder needs flashlight-text")
+
+    monkeypatch.setattr(lexicon, "_flashlight", missing)
+    lexicon.available.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="greedy spelling"):
+            assert lexicon.available() is False
+    finally:
+        lexicon.available.cache_clear()

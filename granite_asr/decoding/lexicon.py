@@ -16,6 +16,7 @@ import collections
 import functools
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +45,11 @@ class LexiconOptions:
 
 @functools.cache
 def available() -> bool:
-    """Whether flashlight-text is installed and the bundled word LMs are present."""
+    """Whether flashlight-text is installed and the bundled word LMs are present (warns once if not)."""
     try:
         _flashlight()
-    except RuntimeError:
+    except RuntimeError as e:
+        warnings.warn(f"{e}; char-CTC transcripts keep their greedy spelling", stacklevel=2)
         return False
     return any(BUNDLED.glob("*.tsv.gz"))
 
