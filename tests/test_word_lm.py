@@ -107,9 +107,14 @@ def test_language_guess_from_misspelt_greedy_words(lm_dir):
     assert lms.guess_language("la kasa de los parametos") == "es"
     assert lms.guess_language("コレイチブノサビス") is None  # katakana: no trigram seen anywhere
     assert lms.guess_language("") is None
+    assert lms.language_candidates("hello wrld") == ["en"]
+    assert lms.language_candidates("hello wrld", margin=100.0) == ["en", "es"]  # a close call: search both
     lp = emissions(spell("hello world", swap={7: {"a": 0.5, "o": 0.4}}))
     assert lms.decode(lp, "hello warld", None) == "hello world"
     assert lms.decode(lp, "hello warld", "ja") is None  # no Japanese word LM: the caller keeps greedy
+    # the search scores decide a close call: English words explain English sounds better
+    (en_text, en_score), (es_text, es_score) = (lms.decoder(lang).search(lp) for lang in ("en", "es"))
+    assert en_text == "hello world" and en_score > es_score
 
 
 def test_word_lm_option_is_validated(lm_dir):
