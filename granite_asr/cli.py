@@ -74,17 +74,22 @@ def add_quantize_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_word_lm_argument(p: argparse.ArgumentParser) -> None:
+    """`--word-lm` (`DecodeOptions.word_lm`): shared by transcribe, translate, transcribe-corpus, eval, serve."""
+    p.add_argument(
+        "--word-lm", default="auto", metavar="auto|none|DIR",
+        help="char-CTC transcription: search with the bundled lexicon + word LM (auto), keep the greedy "
+        "spelling (none), or use DIR's <lang>.tsv.gz word LMs (granite-asr train wordlm)",
+    )  # fmt: skip
+
+
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     """How to decode (the `TranscribeOptions` fields `_options` reads): shared by transcribe, translate and
     transcribe-corpus."""
     p.add_argument("--word-timestamps", action="store_true", help="word times and confidences")
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument(
-        "--word-lm", default="auto", metavar="auto|none|DIR",
-        help="char-CTC transcription: search with the bundled lexicon + word LM (auto), keep the greedy "
-        "spelling (none), or use DIR's <lang>.tsv.gz word LMs (granite-asr train wordlm)",
-    )  # fmt: skip
+    add_word_lm_argument(p)
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: auto)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument(

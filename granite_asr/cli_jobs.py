@@ -22,6 +22,7 @@ from .cli import (
     add_decoding_arguments,
     add_model_arguments,
     add_quantize_argument,
+    add_word_lm_argument,
 )
 from .options import MODES
 
@@ -103,11 +104,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     add_quantize_argument(p)
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument(
-        "--word-lm", default="auto", metavar="auto|none|DIR",
-        help="char-CTC transcription: search with the bundled lexicon + word LM (auto), keep the greedy "
-        "spelling (none), or use DIR's <lang>.tsv.gz word LMs (granite-asr train wordlm)",
-    )  # fmt: skip
+    add_word_lm_argument(p)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="score only the first N rows")
     p.add_argument("--no-translate", action="store_true", help="skip the translation (BLEU) pass")
@@ -130,7 +127,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         report = evaluate(
             model, args.manifest, mode=args.mode, beam_size=args.beam_size, batch_size=args.batch_size,
-            word_lm=args.word_lm, language_hint=not args.no_language_hint, limit=args.limit, translate=not args.no_translate, model_name=args.model or "embedded",
+            word_lm=args.word_lm, language_hint=not args.no_language_hint, limit=args.limit,
+            translate=not args.no_translate, model_name=args.model or "embedded",
         )  # fmt: skip
     print(report.table())
     if args.output:

@@ -39,11 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=600.0, help="per-request time limit (504 after)")
     p.add_argument("--mode", default="auto", choices=MODES, help="decoding mode for every request")
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument(
-        "--word-lm", default="auto", metavar="auto|none|DIR",
-        help="char-CTC transcription: search with the bundled lexicon + word LM (auto), keep the greedy "
-        "spelling (none), or use DIR's <lang>.tsv.gz word LMs (granite-asr train wordlm)",
-    )  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=None, help="token budget per window")
     p.add_argument(
         "--vad",
@@ -55,12 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..cli import (  # cli.py is fully imported by the time it builds its parser
         _DTYPES,
         add_quantize_argument,
+        add_word_lm_argument,
     )
 
     p.add_argument(
         "--dtype", default=None, choices=sorted(_DTYPES), help="weights dtype (default: per device)"
     )
     add_quantize_argument(p)
+    add_word_lm_argument(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
