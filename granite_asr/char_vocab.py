@@ -10,6 +10,7 @@ always see the same symbols.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 BLANK = 0
@@ -40,6 +41,15 @@ def id_to_char(i: int) -> str:
 def normalize(text: str) -> str:
     """NFKC (full-width Latin → ASCII, compatibility forms), then NFC so accents compose into Latin-1."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFKC", text))
+
+
+_NON_WORD = re.compile(r"[^\w'\s\u30a1-\u30fc]|_")
+
+
+def spoken_words(text: str) -> list[str]:
+    """The words the char head learns to spell: lower case, letters/digits/apostrophes (and katakana),
+    punctuation as word breaks. The rule of the CTC targets and of the word LMs' lexicons alike."""
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFC", text).lower()).split()
 
 
 def encode(text: str) -> list[int]:

@@ -20,21 +20,19 @@ from __future__ import annotations
 import collections
 import gzip
 import math
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import char_vocab
+
 BOS, EOS = "<s>", "</s>"
 BACKOFF = math.log(0.4)  # Brants et al. 2007
 _HEADER = "#granite-asr-word-lm"
-_NON_WORD = re.compile(r"[^\w'\s]|_")
 
 
-def normalize_words(text: str) -> list[str]:
-    """The words of a sentence as the char head spells them (the rule of `train.objectives.char_targets`)."""
-    return _NON_WORD.sub(" ", unicodedata.normalize("NFC", text).lower()).split()
+# The words of a sentence as the char head spells them: the CTC targets' rule, so lexicon and head agree.
+normalize_words = char_vocab.spoken_words
 
 
 @dataclass

@@ -11,8 +11,6 @@ Legend: B batch, T encoder frames, K BPE frames, L token positions, V vocabulary
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -36,9 +34,7 @@ def char_targets(text: str, lang: str) -> tuple[int, ...]:
         from ..data.text import to_kana
 
         text = to_kana(text)
-    text = unicodedata.normalize("NFC", text).lower()
-    text = re.sub(r"[^\w'\s\u30a1-\u30fc]|_", " ", text)
-    return tuple(char_vocab.encode(" ".join(text.split())))
+    return tuple(char_vocab.encode(" ".join(char_vocab.spoken_words(text))))
 
 
 def _ctc(logits: torch.Tensor, lengths: torch.Tensor, targets: list, blank: int) -> torch.Tensor:
