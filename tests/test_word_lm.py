@@ -91,6 +91,73 @@ def test_the_word_lm_breaks_an_acoustic_tie_by_context():
     assert dec.decode(emissions(spell("the sea", swap={6: tie}))) == "the sea"  # and "the see" never
 
 
+def test_general_vocabulary_joins_the_lexicon_without_diluting_the_ngrams(tmp_path):
+    lm = WordLM.train(SENTENCES, "en")
+    general = {"zebra": 3.0, "the": 5.0, "Hello": 2.0, "two words": 9.0, "?!": 1.0}
+    big = lm.with_vocabulary(general, weight=2.0)
+    assert "zebra" in big.words and "zebra" not in lm.words
+    assert "two words" not in big.words and "?!" not in big.words  # not one spellable word: skipped
+    # 10 listed units spread over 2 x the sentences' tokens; "Hello" is normalised to "hello"
+    total = lm.counts[()]
+    assert big.vocab == {w: round(f * 2 * total / 10) for w, f in (("zebra", 3), ("the", 5), ("hello", 2))}
+    grand = total + sum(big.vocab.values())
+    assert big.logprob(("i", "see"), "zebra") == pytest.approx(
+        2 * BACKOFF + math.log(big.vocab["zebra"] / grand)
+    )
+    unigram = (lm.counts[("the",)] + big.vocab["the"]) / grand
+    assert big.logprob((), "the") == pytest.approx(math.log(unigram))
+    # an n-gram's history count stays the sentences': "see the" scores as before
+    assert big.logprob(("i", "see"), "the") == lm.logprob(("i", "see"), "the")
+    assert big.logprob(("you", "see"), "the") == lm.logprob(("you", "see"), "the")
+    back = WordLM.load(big.save(tmp_path / "en.tsv.gz"))
+    assert (back.counts, back.vocab, back.words) == (big.counts, big.vocab, big.words)
+    assert back.logprob(("i", "see"), "zebra") == big.logprob(("i", "see"), "zebra")
+    with pytest.raises(ValueError, match="weight"):
+        lm.with_vocabulary(general, weight=0)
+    # and the search can now write the general word
+    lp = emissions(spell("hello zebra"))
+    assert LexiconDecoder(lm).decode(lp) != "hello zebra"
+    assert LexiconDecoder(big).decode(lp) == "hello zebra"
+
+
+def test_japanese_words_are_matched_by_reading_and_written_as_text(tmp_path):
+    """The char head spells Japanese in katakana; a Japanese LM's words carry their readings, so the
+    search matches the reading and writes the words, without spaces, choosing among homophones by the LM."""
+    sentences = [["橋", "を", "渡る"], ["箸", "で", "食べる"], ["橋", "を", "見る"], ["端", "に", "ある"]]
+    readings = {"橋": ["ハシ"], "箸": ["ハシ"], "端": ["ハシ", "ハジ"], "を": ["ヲ"], "渡る": ["ワタル"]}
+    readings |= {"で": ["デ"], "食べる": ["タベル"], "見る": ["ミル"], "に": ["ニ"], "ある": ["アル"]}
+    lm = WordLM.train(sentences, "ja").with_spellings(readings)
+    assert lm.separator == "" and lm.spelling("端") == ("ハシ", "ハジ") and lm.spelling("x") == ("x",)
+    back = WordLM.load(lm.save(tmp_path / "ja.tsv.gz"))
+    assert (back.counts, back.spellings) == (lm.counts, lm.spellings)
+    dec = LexiconDecoder(back)
+    assert dec.decode(emissions(spell("ハシヲワタル"))) == "橋を渡る"  # 橋 is the likelier ハシ
+    assert dec.decode(emissions(spell("ハシデタベル"))) == "箸で食べる"  # but after it comes で: 箸
+    assert dec.decode(emissions(spell("ハジニアル"))) == "端にある"  # 端's second reading
+    # more homophones than a trie node holds: the likeliest are kept, the search still runs
+    many = WordLM.train([[f"語{i}"] for i in range(9) for _ in range(i + 1)], "ja")  # 語8 most often
+    many = many.with_spellings({f"語{i}": ["ゴ"] for i in range(9)})
+    assert LexiconDecoder(many).decode(emissions(spell("ゴ"))) == "語8"
+    # a katakana greedy transcript now has a language: the one whose words are spelt in katakana
+    WordLM.train(SENTENCES, "en").save(tmp_path / "en.tsv.gz")
+    assert WordLMs(tmp_path).language_candidates("ハシヲワタル") == ["ja"]
+    # the head runs Japanese words together: trigrams across word pairs count as seen
+    assert WordLMs(tmp_path).language_candidates("ハシヲワタルハシデタベル") == ["ja"]
+    assert WordLMs(tmp_path).language_candidates("i see the world") == ["en"]
+
+
+def test_wordlm_stage_segments_japanese(tmp_path):
+    text = tmp_path / "ja.txt"
+    text.write_text("本書は有用です。\n数値のコサインを返します。\n本書を返します。", "utf-8")
+    train_main(["wordlm", "--out", str(tmp_path), "--langs", "ja", "--text", str(text), "--min-count", "1"])
+    lm = WordLM.load(tmp_path / "ja.tsv.gz")
+    assert {"本書", "コサイン", "返し"} <= set(lm.words) and "。" not in lm.words
+    assert lm.spelling("本書") == ("ホンショ",) and lm.spelling("は") == ("ワ",)  # the particle's reading
+    assert lm.counts[("本書",)] == 2 and ("返し", "ます") in lm.counts
+    dec = LexiconDecoder(lm)
+    assert dec.decode(emissions(spell("ホンショヲカエシマス"))) == "本書を返します"
+
+
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("wordlm")
@@ -133,6 +200,17 @@ def test_wordlm_stage_builds_from_a_text_file(tmp_path):
     )
     with pytest.raises(SystemExit, match="one language"):
         train_main(["wordlm", "--out", str(tmp_path / "lm"), "--langs", "en,es", "--text", str(text)])
+
+
+def test_wordlm_stage_adds_wordfreq_words(tmp_path):
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(SENTENCES), "utf-8")
+    argv = ["wordlm", "--out", str(tmp_path / "lm"), "--langs", "en", "--text", str(text)]
+    train_main([*argv, "--general-words", "2000"])
+    lm = WordLM.load(tmp_path / "lm" / "en.tsv.gz")
+    assert {"because", "people", "water"} <= set(lm.words)  # everyday words none of SENTENCES has
+    assert lm.counts == WordLM.train(SENTENCES, "en", min_count=2).counts
+    assert 1900 < len(lm.vocab) <= 2000
 
 
 def test_auto_falls_back_to_greedy_without_flashlight(monkeypatch):

@@ -3,7 +3,8 @@
 The greedy char transcript spells sounds; this search keeps only hypotheses made of words of the
 language's lexicon and adds `lm_weight` × the word LM's score and `word_score` per word (the
 wav2letter/flashlight lexicon decoder, as torchaudio's `ctc_decoder` uses it). The LM is our own
-`WordLM`, called back from the C++ search at each word end. Shapes: log-probs (T, V) per clip,
+`WordLM`, called back from the C++ search at each word end. A word is matched by its spellings (the word
+itself, or for Japanese its katakana readings) and written as the word, so Japanese comes out in kanji. Shapes: log-probs (T, V) per clip,
 V = `char_vocab.SIZE`, blank 0, the space (id 32) is the word separator ("silence").
 
 `WordLMs` loads the per-language models of a directory (`<lang>.tsv.gz`; the bundled one is
@@ -28,6 +29,7 @@ from .word_lm import BOS, EOS, WordLM, normalize_words
 SPACE = char_vocab.char_to_id(" ")
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "wordlm"
 _MEMO_LIMIT = 1_000_000  # memoised LM scores per language (~150 MB at most)
+_TRIE_LABELS = 6  # flashlight's kTrieMaxLabel: words per trie node (more are dropped with a warning)
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,21 @@ class LexiconDecoder:
     def __init__(self, lm: WordLM, options: LexiconOptions | None = None):
         fl = _flashlight()
         self.lm, self.options = lm, options or LexiconOptions()
-        self.words = [w for w in lm.words if char_vocab.encode(w)]
+        # a word the head cannot spell (no letter of its alphabet) can never be matched: left out
+        self.words = [w for w in lm.words if any(char_vocab.encode(sp) for sp in lm.spelling(w))]
         self._adapter = _lm_adapter(lm, self.words)  # kept alive here: the C++ decoder only borrows it
         trie = fl.Trie(char_vocab.SIZE, SPACE)
         start = self._adapter.start(False)
+        homophones: dict[tuple[int, ...], list[tuple[float, int]]] = collections.defaultdict(list)
         for i, word in enumerate(self.words):
             _, score = self._adapter.score(start, i)
-            trie.insert(char_vocab.encode(word), i, score)
+            for ids in {tuple(char_vocab.encode(spelling)) for spelling in lm.spelling(word)}:
+                if ids:  # two spellings of one word that fold to the same labels count once
+                    homophones[ids].append((score, i))
+        for spelling, found in homophones.items():
+            # a trie node holds at most _TRIE_LABELS words: keep a spelling's likeliest (Japanese homophones)
+            for score, i in sorted(found, key=lambda f: (-f[0], f[1]))[:_TRIE_LABELS]:
+                trie.insert(list(spelling), i, score)
         trie.smear(fl.SmearingMode.MAX)  # a prefix's score is its best completion's (look-ahead)
         o = self.options
         self._decoder = fl.LexiconDecoder(
@@ -135,7 +145,8 @@ class LexiconDecoder:
             hyps = self._decoder.decode(emissions.data_ptr(), emissions.shape[0], emissions.shape[1])
         if not hyps:
             return "", float("-inf")
-        return " ".join(self.words[i] for i in hyps[0].words if i >= 0), float(hyps[0].score)
+        words = (self.words[i] for i in hyps[0].words if i >= 0)
+        return self.lm.separator.join(words), float(hyps[0].score)
 
     def decode(self, logprobs: torch.Tensor) -> str:
         return self.search(logprobs)[0]
@@ -166,15 +177,19 @@ class WordLMs:
 
     @functools.cached_property
     def char_profiles(self) -> dict[str, tuple[dict[str, float], float]]:
-        """Per language: log-frequency of each char trigram of its words (word-frequency weighted, spaces
-        marking word edges) and the log-frequency given to a trigram never seen."""
+        """Per language: log-frequency of each char trigram of its words as the head spells them
+        (word-frequency weighted, spaces marking word edges) and the log-frequency of an unseen one. A
+        language written without spaces (Japanese) also gets the trigrams across each seen word pair, as
+        the head runs its words together."""
         profiles = {}
         for lang, lm in self.models.items():
             grams: collections.Counter[str] = collections.Counter()
             for key, count in lm.counts.items():
-                if len(key) == 1 and key[0] not in (BOS, EOS):
-                    padded = f" {key[0]} "
-                    grams.update({padded[i : i + 3]: count for i in range(len(padded) - 2)})
+                if BOS in key or EOS in key or not 1 <= len(key) <= (2 if lm.separator == "" else 1):
+                    continue
+                text = lm.separator.join(lm.spelling(w)[0] for w in key)
+                padded = f" {text} " if len(key) == 1 else text
+                grams.update({padded[i : i + 3]: count for i in range(len(padded) - 2)})
             total = sum(grams.values())
             profiles[lang] = ({g: math.log(c / total) for g, c in grams.items()}, math.log(0.1 / total))
         return profiles
@@ -184,8 +199,7 @@ class WordLMs:
     ) -> list[str]:
         """Languages whose char trigrams best explain the greedy transcript: the best, plus the runner-up
         when it is within `margin` nats per trigram (then the search decides), or none when even the best
-        has seen fewer than `min_seen` of the trigrams (Japanese katakana, a language without a word LM,
-        no words). Char trigrams survive the head's misspellings where whole words do not."""
+        has seen fewer than `min_seen` of the trigrams (a language without a word LM, no words). Char trigrams survive the head's misspellings where whole words do not."""
         words = (f" {w} " for w in normalize_words(greedy_text))
         grams = [w[i : i + 3] for w in words for i in range(len(w) - 2)]
         if not grams or not self.languages:
@@ -206,7 +220,7 @@ class WordLMs:
 
     def decode(self, logprobs: torch.Tensor, greedy_text: str, language: str | None) -> str | None:
         """The clip's words under its language's LM, or None when no LM applies (a language without
-        one, Japanese katakana, silence). Without `language`, a close call between the two likeliest
+        one, silence). Without `language`, a close call between the two likeliest
         languages by char trigrams goes to the higher search score: guesses right on 195 (was 190) of
         200 held-out sentences and 158 (155) of 200 held-out voices (recipes/RESULTS.md)."""
         if not greedy_text.strip():

@@ -5,7 +5,7 @@
     python -m granite_asr.train encoder --init runs/default/lm/latest --corpus data/corpus --out runs/default/encoder
     python -m granite_asr.train speech  --init runs/default/encoder/latest --corpus data/corpus --out runs/default/speech
     python -m granite_asr.train nar     --init runs/default/speech/latest --corpus data/corpus --out runs/default/nar
-    python -m granite_asr.train wordlm  --out granite_asr/assets/wordlm --langs en,fr,de,es,pt   # char-CTC search
+    python -m granite_asr.train wordlm  --out granite_asr/assets/wordlm --general-words 50000  # char-CTC search
 
 Every stage writes `<out>/latest` in the official checkpoint layout and resumes from it when re-run.
 `--init` also accepts the official checkpoints (a directory or hub id), so the same stages fine-tune
@@ -38,7 +38,14 @@ from . import objectives as obj
 from .data import FeatureCache, collate, epoch_batches, spec_augment, vtlp
 from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
-from .text_data import lm_batches, train_tokenizer, training_text, word_lm_sentences
+from .text_data import (
+    general_vocabulary,
+    japanese_word_lm,
+    lm_batches,
+    train_tokenizer,
+    training_text,
+    word_lm_sentences,
+)
 
 LANGS = ("en", "fr", "de", "es", "pt", "ja")
 
@@ -173,19 +180,30 @@ def stage_tokenizer(args) -> None:
 
 def stage_wordlm(args) -> None:
     """The char-CTC search's word LMs (`decoding/word_lm.py`), one `<lang>.tsv.gz` per language, from the
-    offline sentences minus the held-out ones, or from `--text` (one sentence per line, one language)."""
+    offline sentences minus the held-out ones, or from `--text` (one sentence per line, one language);
+    `--general-words N` adds wordfreq's N most frequent words to each lexicon (`WordLM.with_vocabulary`).
+    Japanese words are segmented and spelt by their readings (`text_data.japanese_word_lm`)."""
     langs = args.langs.split(",")
     if args.text and len(langs) != 1:
         raise SystemExit("--text builds one language's word LM: give exactly one --langs")
     for lang in langs:
         sentences = _documents(args) if args.text else word_lm_sentences(lang, args.seed)
-        lm = WordLM.train(sentences, lang, order=args.order, min_count=args.min_count)
-        path = lm.save(Path(args.out) / f"{lang}.tsv.gz")
-        print(
-            json.dumps(
-                {"lang": lang, "sentences": len(sentences), "ngrams": len(lm.counts), "file": str(path)}
+        general = general_vocabulary(lang, args.general_words) if args.general_words else {}
+        if lang == "ja":
+            lm = japanese_word_lm(
+                sentences, general, order=args.order, min_count=args.min_count, weight=args.general_weight
             )
-        )
+        else:
+            lm = WordLM.train(sentences, lang, order=args.order, min_count=args.min_count)
+            lm = lm.with_vocabulary(general, args.general_weight) if general else lm
+        path = lm.save(Path(args.out) / f"{lang}.tsv.gz")
+        summary = {
+            "lang": lang,
+            "sentences": len(sentences),
+            "ngrams": len(lm.counts),
+            "words": len(lm.words),
+        }
+        print(json.dumps({**summary, "file": str(path)}))
 
 
 def stage_lm(args) -> None:
@@ -387,6 +405,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--order", type=int, default=3, help="wordlm stage: n-gram order")
     ap.add_argument("--min-count", type=int, default=2, help="wordlm stage: drop rarer n-grams (order > 1)")
+    ap.add_argument(
+        "--general-words", type=int, default=0, help="wordlm stage: add wordfreq's N most frequent words"
+    )
+    ap.add_argument(
+        "--general-weight", type=float, default=1.0,
+        help="wordlm stage: the general words' pseudo-counts, as a multiple of the sentences' token count",
+    )  # fmt: skip
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200)
