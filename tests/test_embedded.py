@@ -102,12 +102,12 @@ EXACT_GREEDY = {
     "ja.flac": "コレイチブノサビスヲヨービホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
-    "de.tsv.gz": "679d0ab10c3b418b",
-    "en.tsv.gz": "f640c1dcc124a6a5",
-    "es.tsv.gz": "131efc1ec6febf23",
-    "fr.tsv.gz": "566a7f251c9f2f89",
-    "ja.tsv.gz": "36ca67b549e026b3",
-    "pt.tsv.gz": "bd4445921c59b4d1",
+    "de.tsv.gz": "9ee92e3cf5471096",
+    "en.tsv.gz": "1a9045f343fb805e",
+    "es.tsv.gz": "7349d0a4964283c9",
+    "fr.tsv.gz": "322676c5f67cd872",
+    "ja.tsv.gz": "ec9e8ef0d4078a69",
+    "pt.tsv.gz": "b3b22c5a32481ca4",
 }
 EXACT = {
     "en.flac": "the be require one done to be install an date out in the you want to try it all them",

@@ -93,10 +93,11 @@ def test_the_word_lm_breaks_an_acoustic_tie_by_context():
 
 def test_general_vocabulary_joins_the_lexicon_without_diluting_the_ngrams(tmp_path):
     lm = WordLM.train(SENTENCES, "en")
-    general = {"zebra": 3.0, "the": 5.0, "Hello": 2.0, "two words": 9.0, "?!": 1.0}
+    general = {"zebra": 3.0, "the": 5.0, "Hello": 2.0, "two words": 9.0, "?!": 1.0, "αβ": 4.0, "ツ": 4.0}
     big = lm.with_vocabulary(general, weight=2.0)
     assert "zebra" in big.words and "zebra" not in lm.words
     assert "two words" not in big.words and "?!" not in big.words  # not one spellable word: skipped
+    assert "αβ" not in big.words and "ツ" not in big.words  # scripts no sentence uses
     # 10 listed units spread over 2 x the sentences' tokens; "Hello" is normalised to "hello"
     total = lm.counts[()]
     assert big.vocab == {w: round(f * 2 * total / 10) for w, f in (("zebra", 3), ("the", 5), ("hello", 2))}
@@ -143,6 +144,9 @@ def test_japanese_words_are_matched_by_reading_and_written_as_text(tmp_path):
     assert WordLMs(tmp_path).language_candidates("ハシヲワタル") == ["ja"]
     # the head runs Japanese words together: trigrams across word pairs count as seen
     assert WordLMs(tmp_path).language_candidates("ハシヲワタルハシデタベル") == ["ja"]
+    # and katakana is Japanese's script alone: trigrams never seen still make a Japanese transcript
+    assert WordLMs(tmp_path).language_candidates("ルタワシハ ルベタ") == ["ja"]
+    assert WordLMs(tmp_path).language_candidates("ルタワ xyzq vwk") == []  # mixed scripts: no owner
     assert WordLMs(tmp_path).language_candidates("i see the world") == ["en"]
 
 
@@ -210,7 +214,8 @@ def test_wordlm_stage_adds_wordfreq_words(tmp_path):
     lm = WordLM.load(tmp_path / "lm" / "en.tsv.gz")
     assert {"because", "people", "water"} <= set(lm.words)  # everyday words none of SENTENCES has
     assert lm.counts == WordLM.train(SENTENCES, "en", min_count=2).counts
-    assert 1900 < len(lm.vocab) <= 2000
+    assert 1500 < len(lm.vocab) <= 2000  # digits and letters no sentence has are left out
+    assert not any(c.isdigit() for w in lm.vocab for c in w)
 
 
 def test_auto_falls_back_to_greedy_without_flashlight(monkeypatch):

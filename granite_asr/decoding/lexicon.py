@@ -194,12 +194,31 @@ class WordLMs:
             profiles[lang] = ({g: math.log(c / total) for g, c in grams.items()}, math.log(0.1 / total))
         return profiles
 
+    @functools.cached_property
+    def scripts(self) -> dict[str, frozenset[str]]:
+        """Per language: the characters only its words are spelt with (katakana: Japanese's alone)."""
+        alphabets = {
+            lang: frozenset("".join(s for w in lm.words for s in lm.spelling(w)))
+            for lang, lm in self.models.items()
+        }
+        return {
+            lang: alphabet.difference(*(other for o, other in alphabets.items() if o != lang))
+            for lang, alphabet in alphabets.items()
+        }
+
     def language_candidates(
-        self, greedy_text: str, *, margin: float = 0.6, min_seen: float = 0.5
+        self, greedy_text: str, *, margin: float = 0.6, min_seen: float = 0.5, script_share: float = 0.9
     ) -> list[str]:
         """Languages whose char trigrams best explain the greedy transcript: the best, plus the runner-up
         when it is within `margin` nats per trigram (then the search decides), or none when even the best
-        has seen fewer than `min_seen` of the trigrams (a language without a word LM, no words). Char trigrams survive the head's misspellings where whole words do not."""
+        has seen fewer than `min_seen` of the trigrams (a language without a word LM, no words). Char
+        trigrams survive the head's misspellings where whole words do not. A transcript written (at least
+        `script_share` of its characters) in a script only one language uses is that language's, whatever
+        its trigrams: the head writes katakana for Japanese alone (SPEC §3.6)."""
+        letters = [c for c in greedy_text if not c.isspace()]
+        for lang, script in sorted(self.scripts.items()):
+            if letters and sum(c in script for c in letters) >= script_share * len(letters):
+                return [lang]
         words = (f" {w} " for w in normalize_words(greedy_text))
         grams = [w[i : i + 3] for w in words for i in range(len(w) - 2)]
         if not grams or not self.languages:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import gzip
 import math
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,11 @@ BOS, EOS = "<s>", "</s>"
 BACKOFF = math.log(0.4)  # Brants et al. 2007
 _HEADER = "#granite-asr-word-lm"
 UNSPACED = frozenset({"ja"})  # languages written without spaces between words
+
+
+def _script(ch: str) -> str:
+    """A character's script, by its Unicode name's first word: LATIN, GREEK, CJK, HIRAGANA, DIGIT, ..."""
+    return unicodedata.name(ch, "?").split()[0]
 
 
 # The words of a sentence as the char head spells them: the CTC targets' rule, so lexicon and head agree.
@@ -86,17 +92,26 @@ class WordLM:
         kept[()] = sum(c for k, c in counts.items() if len(k) == 1 and k[0] != BOS)
         return cls(lang, order, kept)
 
-    def with_vocabulary(self, frequencies: Mapping[str, float], weight: float = 1.0) -> WordLM:
+    def with_vocabulary(
+        self, frequencies: Mapping[str, float], weight: float = 1.0, *, min_script_share: float = 1e-3
+    ) -> WordLM:
         """This LM plus a general word list: `frequencies` (word → relative frequency, any scale) are
         spread over `weight` × this LM's token count as pseudo-counts, at least 1 each so every listed
         word joins the lexicon. Words are normalised as the char head spells them; an entry that is not
-        one such word (punctuation, several words) is skipped."""
+        one such word (punctuation, several words), or that is written in a script the sentences hardly
+        use (under `min_script_share` of their letters: the Greek letters and katakana of an English
+        list), is skipped."""
         if weight <= 0:
             raise ValueError(f"weight must be > 0, got {weight}")
+        letters: collections.Counter[str] = collections.Counter()
+        for key, count in self.counts.items():
+            if len(key) == 1 and key[0] not in (BOS, EOS):
+                letters.update({_script(c): count for c in key[0]})
+        scripts = {s for s, n in letters.items() if n >= min_script_share * sum(letters.values())}
         kept: dict[str, float] = {}
         for word, freq in frequencies.items():
             norm = normalize_words(word)
-            if len(norm) == 1 and freq > 0:
+            if len(norm) == 1 and freq > 0 and all(_script(c) in scripts for c in norm[0]):
                 kept[norm[0]] = kept.get(norm[0], 0.0) + freq
         total = sum(kept.values())
         scale = weight * self.counts[()] / total if total else 0.0

@@ -55,8 +55,9 @@ def general_vocabulary(lang: str, size: int) -> dict[str, float]:
         import wordfreq
     except ImportError as e:
         raise SystemExit("--general-words needs wordfreq: pip install 'granite-asr[train]'") from e
-    # the stored frequency table, not word_frequency(): that re-tokenises each word (MeCab for Japanese)
-    table = wordfreq.get_frequency_dict(lang)
+    # the stored frequency table, not word_frequency(): that re-tokenises each word (MeCab for Japanese);
+    # wordfreq folds every digit to 0 ("0000" stands for all 4-digit numbers): no number is a word here
+    table = {w: f for w, f in wordfreq.get_frequency_dict(lang).items() if not any(c.isdigit() for c in w)}
     return dict(heapq.nlargest(size, table.items(), key=lambda kv: (kv[1], kv[0])))
 
 
