@@ -69,8 +69,12 @@ class TranscribeOptions:
 
     def resolved_mode(self, variant: str, preferred: str | None = None) -> str:
         """The mode that runs: a checkpoint's preferred `auto` mode applies to plain transcription only;
-        translation, keywords, speakers and model timestamps need a prompt, so they take the variant's own mode."""
-        plain = self.task == "transcribe" and not (self.keywords or self.speakers or self.model_timestamps)
+        translation, speakers and model timestamps need a prompt, so they take the variant's own mode.
+        Keywords need a prompt too, except in a preferred char-CTC mode with its word-LM search, which
+        biases towards them itself (`decoding/lexicon.py`: the embedded model's decoder is weaker)."""
+        plain = self.task == "transcribe" and not (self.speakers or self.model_timestamps)
+        searched = preferred == "ctc" and self.decode.word_lm != "none"
+        plain = plain and (not self.keywords or searched)
         return self.decode.resolved_mode(variant, preferred if plain else None)
 
     def validate(self, variant: str, preferred: str | None = None) -> None:

@@ -149,6 +149,20 @@ def test_word_lm_search_finds_the_words(batch, item):
     assert got <= WER_BOUND[item["language"]], f"{item['file']}: {res.text!r} (WER {got:.1f} %)"
 
 
+# Words of the references that the plain search misses on these samples (session 8)
+KEYWORDS = {"de.flac": "dunklen", "es.flac": "apliquen", "pt.flac": "eliminada"}
+
+
+@pytest.mark.parametrize("file", sorted(KEYWORDS))
+def test_keywords_bias_the_embedded_search(model, batch, file):
+    """`keywords` on the embedded model stay on its char-CTC path: the word-LM search writes a keyword
+    the audio supports, and not a distractor it does not ("Granite")."""
+    plain = batch[[it["file"] for it in ITEMS].index(file)].text
+    assert KEYWORDS[file] not in plain.split()
+    got = model.transcribe(str(SAMPLES / file), keywords=(KEYWORDS[file], "Granite"), progress=False)
+    assert KEYWORDS[file] in got.text.split() and "Granite" not in got.text, got.text
+
+
 def test_batch_gives_the_same_words_as_one_at_a_time(model, batch):
     for item, res in zip(ITEMS, batch, strict=True):
         alone = model.transcribe(str(SAMPLES / item["file"]), progress=False)

@@ -154,7 +154,8 @@ def test_run_restores_input_order_and_reports_progress(engines):
     [
         ("tiny-plus", opts("speculative"), "speculative"),
         ("tiny-nar", opts("ar"), "autoregressive"),
-        ("tiny", opts("ctc").replace(keywords=("IBM",)), "no prompt"),
+        ("tiny", opts("ctc").replace(keywords=("IBM",)), "keywords need mode 'ar'"),
+        ("tiny-plus", opts("ctc").replace(speakers=True), "speakers need mode 'ar'"),
         (
             "tiny",
             opts("speculative").replace(task="translate", target_language="fr", language="en"),
@@ -202,7 +203,8 @@ def test_checkpoint_auto_mode_and_ctc_head(engines, tmp_path):
     engine = Engine(loaded)
     assert engine.check(opts()) == "ctc"
     assert engine.check(opts().replace(task="translate", language="fr", target_language="en")) == "ar"
-    assert engine.check(opts().replace(keywords=("hello",))) == "ar"
+    assert engine.check(opts().replace(keywords=("hello",))) == "ctc"  # the word-LM search biases
+    assert engine.check(opts(word_lm="none").replace(keywords=("hello",))) == "ar"
     assert engines["tiny"].check(opts()) == "ar"  # a plain checkpoint: the variant's own
     got = engine.run(AUDIOS[:2], opts())
     feats = FeatureExtractor.from_config(loaded.config)
@@ -262,3 +264,11 @@ def test_ctc_word_lm_searches_the_char_posteriors(tmp_path):
         assert set(s.text.split()) <= set(lm.words)
         assert j.text == p.text
     assert any(p.text != s.text for p, s in zip(plain, searched, strict=True))
+    # keywords: auto mode stays on the char head, whose search is biased towards them
+    biased_options = opts(word_lm=str(tmp_path)).replace(language="English", keywords=("Zebra",))
+    assert engine.check(biased_options) == "ctc"
+    biased = engine.run(AUDIOS[:3], biased_options)
+    keyword_decoder = LexiconDecoder(lm, keywords=("Zebra",))
+    for p, b in zip(plain, biased, strict=True):
+        assert b.mode_used == "ctc"
+        assert b.text == (keyword_decoder.decode(p.char_logits) if p.text.strip() else p.text)

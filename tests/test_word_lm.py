@@ -162,6 +162,19 @@ def test_wordlm_stage_segments_japanese(tmp_path):
     assert dec.decode(emissions(spell("ホンショヲカエシマス"))) == "本書を返します"
 
 
+def test_keywords_bias_the_search():
+    """Keyword biasing for the char head: a keyword joins the lexicon as written and is preferred where
+    the audio allows it, and never written where it was not said."""
+    lm = WordLM.train(SENTENCES, "en")
+    zebra = emissions(spell("hello zebra"))
+    assert LexiconDecoder(lm).decode(zebra) != "hello Zebra"  # not a word of the lexicon
+    assert LexiconDecoder(lm, keywords=("Zebra,",)).decode(zebra) == "hello Zebra"  # case kept, comma dropped
+    assert LexiconDecoder(lm, keywords=("Zebra",)).decode(emissions(spell("hello world"))) == "hello world"
+    tie = emissions(spell("i see", swap={4: {"e": 0.45, "a": 0.45}}))
+    assert LexiconDecoder(lm).decode(tie) == "i see"
+    assert LexiconDecoder(lm, keywords=("sea",)).decode(tie) == "i sea"  # the keyword wins the tie
+
+
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("wordlm")
@@ -186,6 +199,18 @@ def test_language_guess_from_misspelt_greedy_words(lm_dir):
     # the search scores decide a close call: English words explain English sounds better
     (en_text, en_score), (es_text, es_score) = (lms.decoder(lang).search(lp) for lang in ("en", "es"))
     assert en_text == "hello world" and en_score > es_score
+
+
+def test_keyword_decoders_are_cached_and_bounded(lm_dir):
+    lms = WordLMs(lm_dir)
+    base = lms.decoder("en")
+    assert lms.decoder("en", ()) is base and lms.decoder("en", ("Zebra",)) is lms.decoder("en", ("Zebra",))
+    for i in range(12):
+        lms.decoder("en", (f"word{i}",))
+    assert sum(1 for lang, kw in lms._decoders if kw) == 8 and lms.decoder("en") is base
+    lp = emissions(spell("hello zebra"))
+    assert lms.decode(lp, "hello zebra", "en", ("Zebra",)) == "hello Zebra"
+    assert lms.decode(lp, "hello zebra", None, ("Zebra",)).endswith("Zebra")  # language guessed
 
 
 def test_word_lm_option_is_validated(lm_dir):

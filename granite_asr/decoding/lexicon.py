@@ -16,8 +16,10 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import string
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .word_lm import BOS, EOS, WordLM, normalize_words
 SPACE = char_vocab.char_to_id(" ")
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "wordlm"
 _MEMO_LIMIT = 1_000_000  # memoised LM scores per language (~150 MB at most)
+_KEYWORD_DECODERS = 8  # keyword-biased decoders kept (least recently used dropped)
 _TRIE_LABELS = 6  # flashlight's kTrieMaxLabel: words per trie node (more are dropped with a warning)
 
 
@@ -43,6 +46,7 @@ class LexiconOptions:
     lm_weight: float = 0.7
     word_score: float = 0.5
     sil_score: float = 0.0
+    keyword_score: float = 6.0  # added to a keyword's LM score (nats, before lm_weight; RESULTS.md)
 
 
 @functools.cache
@@ -64,8 +68,9 @@ def _flashlight():
     return decoder
 
 
-def _lm_adapter(lm: WordLM, words: list[str]):
-    """A flashlight `LM` whose states carry the last order−1 words; scores memoised per (history, word)."""
+def _lm_adapter(lm: WordLM, words: list[str], bonus: list[float]):
+    """A flashlight `LM` whose states carry the last order−1 words; scores memoised per (history, word).
+    `words[i]` is what the LM knows lexicon entry i as, `bonus[i]` what it adds (keywords)."""
     fl = _flashlight()
 
     class Adapter(fl.LM):
@@ -92,7 +97,8 @@ def _lm_adapter(lm: WordLM, words: list[str]):
             return state
 
         def score(self, state, index):
-            return self._step(state, index, words[index])
+            child, score = self._step(state, index, words[index])
+            return child, score + bonus[index]
 
         def finish(self, state):
             return self._step(state, len(words), EOS)
@@ -100,21 +106,44 @@ def _lm_adapter(lm: WordLM, words: list[str]):
     return Adapter()
 
 
-class LexiconDecoder:
-    """One language's lexicon + LM search. Thread-safe (one search at a time per decoder)."""
+def keyword_entries(keywords: Sequence[str], bonus: float) -> list[tuple[str, str, float, tuple[str, ...]]]:
+    """Lexicon entries for keyword biasing: each word of each keyword, written as given (case kept,
+    edge punctuation dropped), scored as the LM's word the head spells plus `bonus`. A keyword is thus
+    always in the lexicon, and preferred where the audio allows it: the search's form of the prompt's
+    `Keywords:` list (SPEC §5.6) for the char head. Kana keywords only for Japanese: the readings of
+    kanji need pyopenjtalk, a training-time tool."""
+    out = []
+    for phrase in keywords:
+        for token in phrase.split():
+            spoken = normalize_words(token)
+            written = token.strip(string.punctuation + "«»¿¡“”")
+            if len(spoken) == 1 and written:
+                out.append((written, spoken[0], bonus, (spoken[0],)))
+    return out
 
-    def __init__(self, lm: WordLM, options: LexiconOptions | None = None):
+
+class LexiconDecoder:
+    """One language's lexicon + LM search, optionally biased towards keywords. Thread-safe (one search at a time per decoder)."""
+
+    def __init__(self, lm: WordLM, options: LexiconOptions | None = None, keywords: Sequence[str] = ()):
         fl = _flashlight()
         self.lm, self.options = lm, options or LexiconOptions()
-        # a word the head cannot spell (no letter of its alphabet) can never be matched: left out
-        self.words = [w for w in lm.words if any(char_vocab.encode(sp) for sp in lm.spelling(w))]
-        self._adapter = _lm_adapter(lm, self.words)  # kept alive here: the C++ decoder only borrows it
+        # Entries: (written form, the LM's word, LM bonus, spellings). A word the head cannot spell (no
+        # letter of its alphabet) can never be matched: left out.
+        entries = [(w, w, 0.0, lm.spelling(w)) for w in lm.words]
+        entries += keyword_entries(keywords, self.options.keyword_score)
+        entries = [e for e in entries if any(char_vocab.encode(sp) for sp in e[3])]
+        self.words = [e[0] for e in entries]
+        self._bonus = [e[2] for e in entries]
+        self.keywords = tuple(keywords)
+        # kept alive here: the C++ decoder only borrows it
+        self._adapter = _lm_adapter(lm, [e[1] for e in entries], self._bonus)
         trie = fl.Trie(char_vocab.SIZE, SPACE)
         start = self._adapter.start(False)
         homophones: dict[tuple[int, ...], list[tuple[float, int]]] = collections.defaultdict(list)
-        for i, word in enumerate(self.words):
+        for i, (*_, spellings) in enumerate(entries):
             _, score = self._adapter.score(start, i)
-            for ids in {tuple(char_vocab.encode(spelling)) for spelling in lm.spelling(word)}:
+            for ids in {tuple(char_vocab.encode(spelling)) for spelling in spellings}:
                 if ids:  # two spellings of one word that fold to the same labels count once
                     homophones[ids].append((score, i))
         for spelling, found in homophones.items():
@@ -135,7 +164,8 @@ class LexiconDecoder:
 
     def search(self, logprobs: torch.Tensor) -> tuple[str, float]:
         """(T, V) char-CTC log-probabilities of one clip → (its words space-separated, the search score:
-        acoustic + weighted LM + word scores, comparable between languages' decoders of one clip)."""
+        acoustic + weighted LM + word scores, comparable between languages' decoders of one clip; the
+        keyword bonus is left out of it, so keywords found in two languages do not choose between them)."""
         if logprobs.dim() != 2 or logprobs.shape[1] != char_vocab.SIZE:
             raise ValueError(f"logprobs must be (T, {char_vocab.SIZE}), got {tuple(logprobs.shape)}")
         if logprobs.shape[0] == 0:
@@ -145,8 +175,9 @@ class LexiconDecoder:
             hyps = self._decoder.decode(emissions.data_ptr(), emissions.shape[0], emissions.shape[1])
         if not hyps:
             return "", float("-inf")
-        words = (self.words[i] for i in hyps[0].words if i >= 0)
-        return self.lm.separator.join(words), float(hyps[0].score)
+        found = [i for i in hyps[0].words if i >= 0]
+        bonus = self.options.lm_weight * sum(self._bonus[i] for i in found)
+        return self.lm.separator.join(self.words[i] for i in found), float(hyps[0].score) - bonus
 
     def decode(self, logprobs: torch.Tensor) -> str:
         return self.search(logprobs)[0]
@@ -160,16 +191,23 @@ class WordLMs:
         if not self.directory.is_dir():
             raise ValueError(f"{self.directory}: no such word-LM directory")
         self.languages = tuple(sorted(p.name.split(".")[0] for p in self.directory.glob("*.tsv.gz")))
-        self._decoders: dict[str, LexiconDecoder] = {}
+        # one decoder per language and keyword list; the keyword ones (a trie each, built in ~1-2 s)
+        # for the last few lists, so a server answering requests with varying keywords stays bounded
+        self._decoders: collections.OrderedDict[tuple, LexiconDecoder] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def decoder(self, lang: str) -> LexiconDecoder | None:
+    def decoder(self, lang: str, keywords: Sequence[str] = ()) -> LexiconDecoder | None:
         if lang not in self.languages:
             return None
+        key = (lang, tuple(keywords))
         with self._lock:
-            if lang not in self._decoders:
-                self._decoders[lang] = LexiconDecoder(self.models[lang], self.options)
-            return self._decoders[lang]
+            if key not in self._decoders:
+                self._decoders[key] = LexiconDecoder(self.models[lang], self.options, keywords)
+                biased = [k for k in self._decoders if k[1]]
+                if len(biased) > _KEYWORD_DECODERS:
+                    del self._decoders[biased[0]]
+            self._decoders.move_to_end(key)
+            return self._decoders[key]
 
     @functools.cached_property
     def models(self) -> dict[str, WordLM]:
@@ -237,17 +275,21 @@ class WordLMs:
         """The trigram guess alone (`language_candidates`' first), or None."""
         return next(iter(self.language_candidates(greedy_text)), None)
 
-    def decode(self, logprobs: torch.Tensor, greedy_text: str, language: str | None) -> str | None:
+    def decode(
+        self, logprobs: torch.Tensor, greedy_text: str, language: str | None, keywords: Sequence[str] = ()
+    ) -> str | None:
         """The clip's words under its language's LM, or None when no LM applies (a language without
         one, silence). Without `language`, a close call between the two likeliest
         languages by char trigrams goes to the higher search score: guesses right on 195 (was 190) of
-        200 held-out sentences and 158 (155) of 200 held-out voices (recipes/RESULTS.md)."""
+        200 held-out sentences and 158 (155) of 200 held-out voices (recipes/RESULTS.md). `keywords` bias
+        the search towards them (`keyword_entries`)."""
         if not greedy_text.strip():
             return None
         if language is not None:
-            decoder = self.decoder(language)
+            decoder = self.decoder(language, keywords)
             return decoder.decode(logprobs) if decoder is not None else None
-        found = [self.decoder(lang).search(logprobs) for lang in self.language_candidates(greedy_text)]
+        candidates = self.language_candidates(greedy_text)
+        found = [self.decoder(lang, keywords).search(logprobs) for lang in candidates]
         return max(found, key=lambda f: f[1])[0] if found else None
 
 

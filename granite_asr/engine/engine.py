@@ -101,6 +101,11 @@ class Engine:
     def has_bpe_head(self) -> bool:
         return hasattr(self.model.encoder, "out_bpe")
 
+    @property
+    def char_ctc(self) -> bool:
+        """Whether mode "ctc" reads the char head (Plus has no BPE head; a config may choose it)."""
+        return not self.has_bpe_head or self.model.config.ctc_head == "char"
+
     # ------------------------------------------------------------------ checks and planning
     def check(self, options: TranscribeOptions) -> str:
         """Validate `options` for this model before any compute; return the decoding mode to run."""
@@ -112,8 +117,13 @@ class Engine:
                 raise ValueError("mode 'speculative' needs a 2b model with its BPE CTC head (out_llm)")
             if options.task != "transcribe":
                 raise ValueError("mode 'speculative' drafts a transcript; translate with mode 'ar'")
-        if mode == "ctc" and (options.speakers or options.keywords):
-            raise ValueError("mode 'ctc' has no prompt: speakers and keywords need mode 'ar'")
+        if mode == "ctc" and options.speakers:
+            raise ValueError("mode 'ctc' has no prompt: speakers need mode 'ar'")
+        if mode == "ctc" and options.keywords and (not self.char_ctc or options.decode.word_lm == "none"):
+            raise ValueError(
+                "mode 'ctc' has no prompt: keywords need mode 'ar', or the char head's word-LM search "
+                "(a checkpoint whose ctc_head is 'char', word_lm not 'none')"
+            )
         if mode in ("ar", "speculative") and options.decode.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if self.tokenizer is None and (mode != "ctc" or self.has_bpe_head):
@@ -215,7 +225,7 @@ class Engine:
 
     def _ctc(self, enc: EncoderOutput, options: TranscribeOptions) -> list[EngineResult]:
         char = self._char_logprobs(enc)
-        if not self.has_bpe_head or self.model.config.ctc_head == "char":
+        if self.char_ctc:
             texts = self._char_texts(char, enc, options)
             return [self._result(char, enc, i, None, "ctc", text=t) for i, t in enumerate(texts)]
         logits, lengths = self.model.encoder.bpe_logits(enc)  # (B, K, V)
@@ -229,7 +239,8 @@ class Engine:
 
     def _char_texts(self, char: torch.Tensor, enc: EncoderOutput, options: TranscribeOptions) -> list[str]:
         """Greedy char-CTC text, re-searched with the word LM of the clip's language when one applies
-        (`DecodeOptions.word_lm`; without flashlight-text, "auto" keeps the greedy text)."""
+        (`DecodeOptions.word_lm`; without flashlight-text, "auto" keeps the greedy text), biased towards
+        `options.keywords`."""
         greedy = char_greedy(self.model, enc, logits=char)
         source = options.decode.word_lm
         if source == "none" or (source == "auto" and not lexicon.available()):
@@ -238,7 +249,7 @@ class Engine:
         language = canonical_language(options.language)
         out = []
         for i, text in enumerate(greedy):
-            searched = lms.decode(char[i, : int(enc.lengths[i])], text, language)
+            searched = lms.decode(char[i, : int(enc.lengths[i])], text, language, options.keywords)
             out.append(text if searched is None else searched)
         return out
 
