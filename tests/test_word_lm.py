@@ -135,6 +135,11 @@ def test_japanese_words_are_matched_by_reading_and_written_as_text(tmp_path):
     assert dec.decode(emissions(spell("ハシヲワタル"))) == "橋を渡る"  # 橋 is the likelier ハシ
     assert dec.decode(emissions(spell("ハシデタベル"))) == "箸で食べる"  # but after it comes で: 箸
     assert dec.decode(emissions(spell("ハジニアル"))) == "端にある"  # 端's second reading
+    # a keyword, kanji (read by pyopenjtalk) or kana, wins its homophones where the audio allows it
+    assert LexiconDecoder(back, keywords=("箸",)).decode(emissions(spell("ハシヲワタル"))) == "箸を渡る"
+    cat = emissions(spell("ネコヲミル"))  # ネコ is no word of the LM: only a keyword can write it
+    assert "ねこ" not in LexiconDecoder(back).decode(cat)
+    assert LexiconDecoder(back, keywords=("ねこ",)).decode(cat) == "ねこを見る"
     # more homophones than a trie node holds: the likeliest are kept, the search still runs
     many = WordLM.train([[f"語{i}"] for i in range(9) for _ in range(i + 1)], "ja")  # 語8 most often
     many = many.with_spellings({f"語{i}": ["ゴ"] for i in range(9)})

@@ -106,20 +106,36 @@ def _lm_adapter(lm: WordLM, words: list[str], bonus: list[float]):
     return Adapter()
 
 
-def keyword_entries(keywords: Sequence[str], bonus: float) -> list[tuple[str, str, float, tuple[str, ...]]]:
+def keyword_entries(
+    keywords: Sequence[str], bonus: float, *, unspaced: bool = False
+) -> list[tuple[str, str, float, tuple[str, ...]]]:
     """Lexicon entries for keyword biasing: each word of each keyword, written as given (case kept,
-    edge punctuation dropped), scored as the LM's word the head spells plus `bonus`. A keyword is thus
-    always in the lexicon, and preferred where the audio allows it: the search's form of the prompt's
-    `Keywords:` list (SPEC §5.6) for the char head. Kana keywords only for Japanese: the readings of
-    kanji need pyopenjtalk, a training-time tool."""
+    edge punctuation dropped), scored as the LM's word plus `bonus`. A keyword is thus always in the
+    lexicon, and preferred where the audio allows it: the search's form of the prompt's `Keywords:` list
+    (SPEC §5.6) for the char head. In a language written without spaces (Japanese) each keyword is one
+    word, spelt by its reading: kana as written, kanji read by pyopenjtalk where it is installed
+    (`scripts/setup_data.sh`; otherwise the keyword is skipped with a warning)."""
     out = []
     for phrase in keywords:
-        for token in phrase.split():
-            spoken = normalize_words(token)
-            written = token.strip(string.punctuation + "«»¿¡“”")
-            if len(spoken) == 1 and written:
-                out.append((written, spoken[0], bonus, (spoken[0],)))
+        for token in [phrase] if unspaced else phrase.split():
+            written = token.strip(string.punctuation + "«»¿¡“”「」、。 ")
+            spoken = _reading(written) if unspaced else normalize_words(token)
+            if spoken and len(spoken) == 1 and written:
+                out.append((written, written if unspaced else spoken[0], bonus, (spoken[0],)))
     return out
+
+
+def _reading(text: str) -> list[str] | None:
+    """A Japanese keyword's katakana reading as one word, or None (and a warning) without pyopenjtalk."""
+    if all(char_vocab.char_to_id(c) is not None for c in text):  # kana (or Latin) already spell it
+        return ["".join(normalize_words(text))]
+    try:
+        from ..data.text import to_kana  # pyopenjtalk, installed by scripts/setup_data.sh
+
+        return ["".join(normalize_words(to_kana(text)))]
+    except ImportError:
+        warnings.warn(f"keyword {text!r}: reading kanji needs pyopenjtalk; skipped", stacklevel=3)
+        return None
 
 
 class LexiconDecoder:
@@ -131,7 +147,7 @@ class LexiconDecoder:
         # Entries: (written form, the LM's word, LM bonus, spellings). A word the head cannot spell (no
         # letter of its alphabet) can never be matched: left out.
         entries = [(w, w, 0.0, lm.spelling(w)) for w in lm.words]
-        entries += keyword_entries(keywords, self.options.keyword_score)
+        entries += keyword_entries(keywords, self.options.keyword_score, unspaced=lm.separator == "")
         entries = [e for e in entries if any(char_vocab.encode(sp) for sp in e[3])]
         self.words = [e[0] for e in entries]
         self._bonus = [e[2] for e in entries]
