@@ -3,9 +3,10 @@
 The greedy char transcript spells sounds; this search keeps only hypotheses made of words of the
 language's lexicon and adds `lm_weight` × the word LM's score and `word_score` per word (the
 wav2letter/flashlight lexicon decoder, as torchaudio's `ctc_decoder` uses it). The LM is our own
-`WordLM`, called back from the C++ search at each word end. A word is matched by its spellings (the word
-itself, or for Japanese its katakana readings) and written as the word, so Japanese comes out in kanji. Shapes: log-probs (T, V) per clip,
-V = `char_vocab.SIZE`, blank 0, the space (id 32) is the word separator ("silence").
+`WordLM`, called back from the C++ search at each word end. A word is matched by its spellings (the
+word itself, or for Japanese its katakana readings) and written as the word, so Japanese comes out in
+kanji; keywords join the lexicon with an LM bonus (`keyword_entries`). Shapes: log-probs (T, V) per
+clip, V = `char_vocab.SIZE`, blank 0, the space (id 32) is the word separator ("silence").
 
 `WordLMs` loads the per-language models of a directory (`<lang>.tsv.gz`; the bundled one is
 `granite_asr/assets/wordlm`), and guesses a clip's language from its greedy words when none is given.
@@ -139,7 +140,8 @@ def _reading(text: str) -> list[str] | None:
 
 
 class LexiconDecoder:
-    """One language's lexicon + LM search, optionally biased towards keywords. Thread-safe (one search at a time per decoder)."""
+    """One language's lexicon + LM search, optionally biased towards keywords. Thread-safe (one search
+    at a time per decoder)."""
 
     def __init__(self, lm: WordLM, options: LexiconOptions | None = None, keywords: Sequence[str] = ()):
         fl = _flashlight()
