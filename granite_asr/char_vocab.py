@@ -52,6 +52,26 @@ def spoken_words(text: str) -> list[str]:
     return _NON_WORD.sub(" ", unicodedata.normalize("NFC", text).lower()).split()
 
 
+def kana_words(text: str) -> list[tuple[str, str, str]]:
+    """Japanese text → (word as written, its katakana pronunciation, part of speech) per word: how the
+    head spells Japanese (SPEC §3.6). pyopenjtalk's frontend with `use_vanilla=True` (its default path
+    needs sudachidict_core, not installable offline: DATA.md §1); pyopenjtalk is optional (installed by
+    scripts/setup_data.sh), so this raises ImportError without it."""
+    import pyopenjtalk
+
+    out = []
+    for node in pyopenjtalk.run_frontend(text, use_vanilla=True):
+        surface = node.get("string", "")
+        pron = (node.get("pron") or node.get("read") or surface).replace("’", "")  # ’ marks the accent
+        out.append((surface, pron, node.get("pos", "")))
+    return out
+
+
+def kana_reading(text: str) -> str:
+    """The katakana reading of Japanese text (`kana_words` joined)."""
+    return "".join(pron for _, pron, _ in kana_words(text))
+
+
 def encode(text: str) -> list[int]:
     """Text → label ids (1..347); characters the head cannot spell are dropped."""
     return [i for i in (char_to_id(c) for c in normalize(text)) if i is not None]

@@ -24,6 +24,8 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 
+from .. import char_vocab
+
 LANGS = ("en", "fr", "de", "es", "pt", "ja")
 FORTUNE_DIRS = {
     "en": ["/usr/share/games/fortunes"],
@@ -254,19 +256,8 @@ def load_sentences(lang: str, *, min_words: int = 3, max_words: int = 30) -> lis
 
 
 def to_kana(text: str) -> str:
-    """Katakana reading of Japanese text (for espeak-ng/mbrola, which cannot read kanji).
-
-    Uses pyopenjtalk-plus's frontend with ``use_vanilla=True`` because its default path needs
-    sudachidict_core, which is not installable offline (DATA.md §1 caveats).
-    """
-    import pyopenjtalk
-
-    nodes = pyopenjtalk.run_frontend(text, use_vanilla=True)
-    out = []
-    for n in nodes:
-        pron = n.get("pron") or n.get("read") or n.get("string", "")
-        out.append(pron.replace("’", ""))
-    return "".join(out)
+    """Katakana reading of Japanese text (for espeak-ng/mbrola, which cannot read kanji; the CTC targets)."""
+    return char_vocab.kana_reading(text)
 
 
 def tts_text(text: str, lang: str, engine: str) -> str:

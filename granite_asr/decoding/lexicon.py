@@ -131,9 +131,7 @@ def _reading(text: str) -> list[str] | None:
     if all(char_vocab.char_to_id(c) is not None for c in text):  # kana (or Latin) already spell it
         return ["".join(normalize_words(text))]
     try:
-        from ..data.text import to_kana  # pyopenjtalk, installed by scripts/setup_data.sh
-
-        return ["".join(normalize_words(to_kana(text)))]
+        return ["".join(normalize_words(char_vocab.kana_reading(text)))]
     except ImportError:
         warnings.warn(f"keyword {text!r}: reading kanji needs pyopenjtalk; skipped", stacklevel=3)
         return None
@@ -146,24 +144,25 @@ class LexiconDecoder:
     def __init__(self, lm: WordLM, options: LexiconOptions | None = None, keywords: Sequence[str] = ()):
         fl = _flashlight()
         self.lm, self.options = lm, options or LexiconOptions()
-        # Entries: (written form, the LM's word, LM bonus, spellings). A word the head cannot spell (no
-        # letter of its alphabet) can never be matched: left out.
+        # Entries: (written form, the LM's word, LM bonus, spellings), each spelling as head labels once;
+        # two spellings that fold to the same labels count once. A word the head cannot spell (no letter
+        # of its alphabet) can never be matched: left out.
         entries = [(w, w, 0.0, lm.spelling(w)) for w in lm.words]
         entries += keyword_entries(keywords, self.options.keyword_score, unspaced=lm.separator == "")
-        entries = [e for e in entries if any(char_vocab.encode(sp) for sp in e[3])]
-        self.words = [e[0] for e in entries]
-        self._bonus = [e[2] for e in entries]
+        labelled = [(e, {tuple(char_vocab.encode(sp)) for sp in e[3]} - {()}) for e in entries]
+        labelled = [(e, labels) for e, labels in labelled if labels]
+        self.words = [e[0] for e, _ in labelled]
+        self._bonus = [e[2] for e, _ in labelled]
         self.keywords = tuple(keywords)
         # kept alive here: the C++ decoder only borrows it
-        self._adapter = _lm_adapter(lm, [e[1] for e in entries], self._bonus)
+        self._adapter = _lm_adapter(lm, [e[1] for e, _ in labelled], self._bonus)
         trie = fl.Trie(char_vocab.SIZE, SPACE)
         start = self._adapter.start(False)
         homophones: dict[tuple[int, ...], list[tuple[float, int]]] = collections.defaultdict(list)
-        for i, (*_, spellings) in enumerate(entries):
+        for i, (_, labels) in enumerate(labelled):
             _, score = self._adapter.score(start, i)
-            for ids in {tuple(char_vocab.encode(spelling)) for spelling in spellings}:
-                if ids:  # two spellings of one word that fold to the same labels count once
-                    homophones[ids].append((score, i))
+            for ids in labels:
+                homophones[ids].append((score, i))
         for spelling, found in homophones.items():
             # a trie node holds at most _TRIE_LABELS words: keep a spelling's likeliest (Japanese homophones)
             for score, i in sorted(found, key=lambda f: (-f[0], f[1]))[:_TRIE_LABELS]:

@@ -22,7 +22,7 @@ scored as a unigram without diluting the n-gram statistics (a bigram's history c
 
 Words are what the char head spells (`normalize_words`): lower case, letters, digits and apostrophes.
 Japanese is the exception: the head spells its katakana reading (SPEC §3.6), so a Japanese LM counts
-segmented words as they are written (kanji and kana, `train.text_data.japanese_words`) and lists each
+segmented words as they are written (kanji and kana, `train.word_lms.japanese_words`) and lists each
 word's readings as its spellings: the search matches readings against the head and writes the words,
 joined without spaces, so the char head's output becomes Japanese text.
 """

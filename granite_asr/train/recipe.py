@@ -19,7 +19,6 @@ processes (DDP; `--fsdp` shards the parameters), rank 0 logging and checkpointin
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -28,24 +27,17 @@ import numpy as np
 import torch
 
 from ..config import SpeechConfig, preset
-from ..decoding.word_lm import WordLM
 from ..model.build import build_model
 from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.lora import apply_lora, merge_lora
 from ..tokenizer import Tokenizer
-from . import distributed, plus
+from . import distributed, plus, word_lms
 from . import objectives as obj
+from .arguments import parser
 from .data import FeatureCache, collate, epoch_batches, spec_augment, vtlp
 from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
-from .text_data import (
-    general_vocabulary,
-    japanese_word_lm,
-    lm_batches,
-    train_tokenizer,
-    training_text,
-    word_lm_sentences,
-)
+from .text_data import lm_batches, train_tokenizer, training_text
 
 LANGS = ("en", "fr", "de", "es", "pt", "ja")
 
@@ -179,23 +171,18 @@ def stage_tokenizer(args) -> None:
 
 
 def stage_wordlm(args) -> None:
-    """The char-CTC search's word LMs (`decoding/word_lm.py`), one `<lang>.tsv.gz` per language, from the
+    """The char-CTC search's word LMs (`train/word_lms.py`), one `<lang>.tsv.gz` per language, from the
     offline sentences minus the held-out ones, or from `--text` (one sentence per line, one language);
-    `--general-words N` adds wordfreq's N most frequent words to each lexicon (`WordLM.with_vocabulary`).
-    Japanese words are segmented and spelt by their readings (`text_data.japanese_word_lm`)."""
+    `--general-words N` adds wordfreq's N most frequent words to each lexicon."""
     langs = args.langs.split(",")
     if args.text and len(langs) != 1:
         raise SystemExit("--text builds one language's word LM: give exactly one --langs")
     for lang in langs:
-        sentences = _documents(args) if args.text else word_lm_sentences(lang, args.seed)
-        general = general_vocabulary(lang, args.general_words) if args.general_words else {}
-        if lang == "ja":
-            lm = japanese_word_lm(
-                sentences, general, order=args.order, min_count=args.min_count, weight=args.general_weight
-            )
-        else:
-            lm = WordLM.train(sentences, lang, order=args.order, min_count=args.min_count)
-            lm = lm.with_vocabulary(general, args.general_weight) if general else lm
+        sentences = _documents(args) if args.text else word_lms.word_lm_sentences(lang, args.seed)
+        lm = word_lms.build(
+            lang, sentences, order=args.order, min_count=args.min_count,
+            general_words=args.general_words, general_weight=args.general_weight,
+        )  # fmt: skip
         path = lm.save(Path(args.out) / f"{lang}.tsv.gz")
         summary = {
             "lang": lang,
@@ -380,91 +367,8 @@ STAGES = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="granite-asr train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("stage", choices=sorted(STAGES))
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--init", help="checkpoint directory or hub id to start from")
-    ap.add_argument("--tokenizer", help="directory with tokenizer.json (lm stage without --init)")
-    ap.add_argument("--preset", default="default")
-    ap.add_argument(
-        "--rebuild", action="store_true", help="rebuild --init as --preset, keeping matching tensors"
-    )
-    ap.add_argument("--corpus", help="corpus directory with train.jsonl (granite_asr.data.corpus)")
-    ap.add_argument(
-        "--cache", default=None, help="feature cache directory (default: <corpus>/features-<preset>)"
-    )
-    ap.add_argument("--split", default="train", help="manifest <corpus>/<split>.jsonl to train on")
-    ap.add_argument("--langs", default=",".join(LANGS))
-    ap.add_argument(
-        "--text",
-        help="tokenizer/lm stages and --text-weight: a text file, one document per line (default: offline corpus text)",
-    )
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--order", type=int, default=3, help="wordlm stage: n-gram order")
-    ap.add_argument("--min-count", type=int, default=2, help="wordlm stage: drop rarer n-grams (order > 1)")
-    ap.add_argument(
-        "--general-words", type=int, default=0, help="wordlm stage: add wordfreq's N most frequent words"
-    )
-    ap.add_argument(
-        "--general-weight", type=float, default=1.0,
-        help="wordlm stage: the general words' pseudo-counts, as a multiple of the sentences' token count",
-    )  # fmt: skip
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--batch-seconds", type=float, default=160.0, help="audio per batch (padded)")
-    ap.add_argument("--batch-tokens", type=int, default=6000, help="lm stage: tokens per batch")
-    ap.add_argument("--spec-augment", action="store_true")
-    ap.add_argument(
-        "--precompute-encoder", action="store_true",
-        help="speech stage: run the frozen encoder once over the split and train on its outputs",
-    )  # fmt: skip
-    ap.add_argument(
-        "--vtlp",
-        type=float,
-        default=0.0,
-        help="vocal-tract-length perturbation: max mel-axis warp (e.g. 0.1)",
-    )
-    ap.add_argument("--p-translate", type=float, default=0.3)
-    ap.add_argument("--p-speakers", type=float, default=0.4, help="plus stage: share of speaker-turn prompts")
-    ap.add_argument("--p-timestamps", type=float, default=0.4, help="plus stage: share of word-time prompts")
-    ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")
-    ap.add_argument("--speech-weight", type=float, default=1.0, help="joint stage: weight of the LM loss")
-    ap.add_argument("--draft-dropout", type=float, default=0.1)
-    ap.add_argument(
-        "--text-weight",
-        type=float,
-        default=0.0,
-        help="joint/speech/plus: weight of a next-token loss on text-only batches beside each speech batch",
-    )
-    ap.add_argument(
-        "--text-batch-tokens", type=int, default=2000, help="tokens per text batch (--text-weight)"
-    )
-    ap.add_argument("--encoder-from", help="checkpoint whose encoder replaces --init's (re-base a sibling)")
-    ap.add_argument("--lora-r", type=int, default=0)
-    ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
-    ap.add_argument("--auto-mode", choices=["ar", "ctc", "speculative"], help="export: what mode='auto' runs")
-    ap.add_argument("--ctc-head", choices=["bpe", "char"], help="export: the head mode='ctc' reads")
-    ap.add_argument("--ctc-char-layer", choices=["mid", "final"], help="export: where the char head reads")
-    ap.add_argument(
-        "--base", help="export: leave out the tensors identical to this checkpoint's (read from it at load)"
-    )
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--ckpt-every", type=int, default=200)
-    ap.add_argument("--max-minutes", type=float, default=0.0)
-    ap.add_argument("--stop-at", type=int, default=0, help="checkpoint and stop at this step (resume later)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--fsdp", action="store_true", help="under torchrun: FSDP (sharded weights) instead of DDP"
-    )
-    return ap
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parser(sorted(STAGES), __doc__, LANGS).parse_args(argv)
     if args.corpus and not args.cache:
         args.cache = str(Path(args.corpus) / "features")
     distributed.init_from_env()  # torchrun's environment → a process group; nothing without it

@@ -1,4 +1,4 @@
-"""Text for the tokenizer, the decoder's language-model stage and the word LMs; the BPE tokenizer trainer.
+"""Text for the tokenizer and the decoder's language-model stage, and the BPE tokenizer trainer.
 
 The held-out sentences of the speech corpus (same seed, same hash rule as `granite_asr.data.corpus`)
 are excluded here too, so "unseen text" validation really is unseen by every stage.
@@ -6,17 +6,13 @@ are excluded here too, so "unseen text" validation really is unseen by every sta
 
 from __future__ import annotations
 
-import collections
-import heapq
 from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .. import char_vocab
 from ..data import corpus
-from ..decoding.word_lm import WordLM
 from ..prompts import LANGUAGE_NAMES
 
 # The official special tokens (SPEC §5.5), so one prompt code serves our model and IBM's.
@@ -36,68 +32,6 @@ def training_text(langs: tuple[str, ...], seed: int) -> list[str]:
                 docs.append(f"{src}\n{LANGUAGE_NAMES[tgt_lang]}: {tgt}")
     rng = np.random.default_rng(seed)
     return [docs[i] for i in rng.permutation(len(docs))]
-
-
-def word_lm_sentences(lang: str, seed: int) -> list[str]:
-    """One language's training sentences (the held-out ones excluded), for its word LM."""
-    train, _held, _trans = corpus.text_pools(
-        corpus.BuildConfig(out=Path("."), langs=(lang,), seed=seed), lang
-    )
-    return [str(s) for s in train]
-
-
-def general_vocabulary(lang: str, size: int) -> dict[str, float]:
-    """The `size` most frequent words of `lang` with their frequencies, from wordfreq (Speer 2022: Wikipedia,
-    subtitles, news, books, web text; data CC BY-SA 4.0), installed with the `train` extra. The word LMs'
-    own sentences are software messages, fortunes and a handbook: a lexicon of their words alone misses
-    most of everyday speech (recipes/RESULTS.md, session 8)."""
-    try:
-        import wordfreq
-    except ImportError as e:
-        raise SystemExit("--general-words needs wordfreq: pip install 'granite-asr[train]'") from e
-    # the stored frequency table, not word_frequency(): that re-tokenises each word (MeCab for Japanese);
-    # wordfreq folds every digit to 0 ("0000" stands for all 4-digit numbers): no number is a word here
-    table = {w: f for w, f in wordfreq.get_frequency_dict(lang).items() if not any(c.isdigit() for c in w)}
-    return dict(heapq.nlargest(size, table.items(), key=lambda kv: (kv[1], kv[0])))
-
-
-def japanese_words(sentence: str) -> list[tuple[str, str]]:
-    """(word as written, its katakana reading as the char head spells it) for each word of a Japanese
-    sentence: pyopenjtalk's frontend, as `data.text.to_kana` reads whole sentences for the CTC targets, so
-    a word's reading here is the one the head was taught in that context. Punctuation, and words whose
-    reading the head cannot spell, are left out (they end no word the search could match)."""
-    import pyopenjtalk
-
-    out = []
-    for node in pyopenjtalk.run_frontend(sentence, use_vanilla=True):
-        surface = char_vocab.normalize(node.get("string", "")).strip()
-        pron = (node.get("pron") or node.get("read") or "").replace("’", "")
-        reading = "".join(char_vocab.spoken_words(pron))
-        if surface and node.get("pos") != "記号" and char_vocab.encode(reading):
-            out.append((surface, reading))
-    return out
-
-
-def japanese_word_lm(
-    sentences: list[str], general: dict[str, float], *, order: int, min_count: int, weight: float
-):
-    """A Japanese word LM whose words are written as in text and spelt by their readings (`japanese_words`;
-    `decoding/word_lm.py`). General words get the reading of the word alone."""
-    segmented = [japanese_words(s) for s in sentences]
-    lm = WordLM.train([[w for w, _ in seg] for seg in segmented], "ja", order=order, min_count=min_count)
-    readings: dict[str, list[str]] = {}
-    for seg in segmented:
-        for word, reading in seg:
-            readings.setdefault(word, []).append(reading)
-    if general:
-        lm = lm.with_vocabulary(general, weight)
-        for word in lm.vocab.keys() - readings.keys():
-            parts = japanese_words(word)
-            if parts:
-                readings[word] = ["".join(r for _, r in parts)]
-    # each word's readings, the most frequent first
-    ranked = {w: [r for r, _ in collections.Counter(rs).most_common()] for w, rs in readings.items()}
-    return lm.with_spellings(ranked)
 
 
 def train_bpe(
