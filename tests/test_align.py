@@ -52,11 +52,40 @@ def test_repeated_letters_need_a_blank():
 
 def test_unspellable_words_are_interpolated():
     lp = posteriors("___cat____dog___")
-    out = align_words(lp, ["cat", "漢字", "—", "dog"])
+    out = align_words(lp, ["cat", "Ωμέγα", "—", "dog"])
     assert spans(out)[0] == (3, 6) and spans(out)[3] == (10, 13)
     assert spans(out)[1:3] == [(6, 8), (8, 10)]
     assert [s.aligned for s in out] == [True, False, False, True]
     assert out[1].confidence == 0.0
+
+
+def test_japanese_is_aligned_on_its_reading():
+    pytest.importorskip("pyopenjtalk")
+    # これは曜日です: the head hears コレ ワ ヨービ デス (は is read ワ; 曜日 is one unit)
+    lp = posteriors("__コレ__ワ___ヨ_ー_ビ___デス__")
+    out = align_words(lp, [" これ", "は", "曜", "日", "です", "。"])
+    assert spans(out)[:2] == [(2, 4), (6, 7)]
+    assert spans(out)[2:4] == [(10, 12.5), (12.5, 15)]  # ヨービ (frames 10-14) shared by 曜 and 日
+    assert spans(out)[4] == (18, 20)
+    assert all(s.aligned for s in out[:5]) and not out[5].aligned
+    # kana read as written keep one span per character
+    assert spans(align_words(posteriors("_サ_ー_ビ_ス_"), [" サ", "ー", "ビ", "ス"])) == [
+        (1, 2),
+        (3, 4),
+        (5, 6),
+        (7, 8),
+    ]
+
+
+def test_japanese_without_the_frontend_aligns_kana_as_written(monkeypatch):
+    def missing(text):
+        raise ImportError("pyopenjtalk")
+
+    monkeypatch.setattr(char_vocab, "kana_words", missing)
+    lp = posteriors("__コレ__ハ______デス__")
+    out = align_words(lp, [" これ", "は", "曜", "日", "です"])
+    assert spans(out)[:2] == [(2, 4), (6, 7)] and spans(out)[4] == (13, 15)
+    assert [s.aligned for s in out] == [True, True, False, False, True]
 
 
 def test_transcript_longer_than_frames_falls_back_evenly():

@@ -13,8 +13,14 @@ spell verbatim:
 - **Infeasible texts** (more mandatory characters than frames, e.g. a hallucinated runaway text on a
   short window) return evenly spaced spans flagged `aligned=False` with confidence 0, instead of raising.
 
-Words with no mandatory character (kanji, a lone dash) get a span interpolated between their aligned
-neighbours, also with `aligned=False`.
+**Japanese is aligned on its reading.** The head spells Japanese as it is pronounced, in katakana
+(SPEC §3.6), so a run of words written in kana and kanji is read with pyopenjtalk — the frontend that made
+the CTC targets (`char_vocab.kana_words`) — and each of its words (one per character, as
+`transcribe.assemble.split_words` cuts them) is aligned as part of its reading unit: 曜日 as ヨービ,
+は as ワ. A unit's span is shared evenly by its characters. Without pyopenjtalk, kana align as written.
+
+Words with no mandatory character left (kanji without pyopenjtalk, a lone dash, another script) get a
+span interpolated between their aligned neighbours, also with `aligned=False`.
 
 **Confidence** of a word = the mean, over the frames where the best path emits one of the word's
 characters, of that character's posterior probability exp(log p) (≈ the mean per-character posterior,
@@ -26,6 +32,7 @@ Shapes: B clips, T frames, V labels (348), S trellis states, K = 2·MAX_SKIP + 2
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +45,8 @@ from .. import char_vocab
 MAX_SKIP = 2  # optional tokens one transition may skip (", " or ". " between words)
 K = 2 * MAX_SKIP + 2
 _NEG = float("-inf")
+# Kana, kanji and the iteration mark 々: text the Japanese frontend reads (punctuation 、。 included).
+_JAPANESE = re.compile("[\u3001-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # Bound on B·T·S per Viterbi call (backpointers int8 + emissions float32 ≈ 5 bytes each → ~160 MB).
 MAX_ELEMENTS = 32_000_000
 
@@ -61,6 +70,70 @@ class _Trellis:
     optional: np.ndarray  # (S,) bool; blanks are False (they follow their own rules)
     word_states: list[tuple[int, int] | None]  # per word: first and last token state, or None
     mandatory: int  # tokens that cannot be skipped
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Words first..last-1 aligned as one spelling (one word, or one Japanese reading unit)."""
+
+    first: int
+    last: int
+    spelling: str
+
+
+def _units(words: Sequence[str]) -> list[_Unit]:
+    """Words → alignment units: each word alone, except runs of Japanese words, which go by reading."""
+    units: list[_Unit] = []
+    i = 0
+    while i < len(words):
+        j = i
+        while j < len(words) and _JAPANESE.fullmatch(words[j].strip()):
+            j += 1
+        if j == i:
+            units.append(_Unit(i, i + 1, words[i]))
+            i += 1
+        else:
+            units.extend(_reading_units(words, i, j))
+            i = j
+    return units
+
+
+def _reading_units(words: Sequence[str], i: int, j: int) -> list[_Unit]:
+    """Japanese words i..j-1 → units of their readings. Frontend nodes are merged until they end on a word
+    boundary; as written (one unit a word) without pyopenjtalk or when its surfaces do not match."""
+    as_written = [_Unit(k, k + 1, words[k]) for k in range(i, j)]
+    texts = [w.strip() for w in words[i:j]]
+    try:
+        nodes = char_vocab.kana_words("".join(texts))
+    except ImportError:
+        return as_written
+    if "".join(n[0] for n in nodes) != "".join(texts):
+        return as_written
+    ends = dict(zip(np.cumsum([len(t) for t in texts]).tolist(), range(i + 1, j + 1), strict=True))
+    units, first, pos, written, reading = [], i, 0, "", ""
+    for surface, pron, _ in nodes:
+        pos, written, reading = pos + len(surface), written + surface, reading + pron
+        if pos not in ends:
+            continue
+        if char_vocab.encode(written) == char_vocab.encode(reading):  # kana read as written: one a word
+            units.extend(as_written[first - i : ends[pos] - i])
+        else:
+            units.append(_Unit(first, ends[pos], reading))
+        first, written, reading = ends[pos], "", ""
+    return units
+
+
+def _share(spans: list[WordSpan], units: list[_Unit]) -> list[WordSpan]:
+    """Unit spans → word spans: a unit's span is split evenly among its words."""
+    out: list[WordSpan] = []
+    for span, u in zip(spans, units, strict=True):
+        n = u.last - u.first
+        step = (span.end - span.start) / n
+        out.extend(
+            WordSpan(span.start + k * step, span.start + (k + 1) * step, span.confidence, span.aligned)
+            for k in range(n)
+        )
+    return out
 
 
 def _is_optional(ch: str) -> bool:
@@ -230,7 +303,8 @@ def align_batch(char_logits: Sequence[torch.Tensor], words: Sequence[Sequence[st
     """
     if len(char_logits) != len(words):
         raise ValueError(f"{len(char_logits)} posteriors but {len(words)} word lists")
-    trellises = [_build_trellis(w) for w in words]
+    units = [_units(w) for w in words]
+    trellises = [_build_trellis([u.spelling for u in us]) for us in units]
     results: list[list[WordSpan] | None] = [None] * len(words)
     todo = []
     for i, (lp, tr) in enumerate(zip(char_logits, trellises, strict=True)):
@@ -239,7 +313,8 @@ def align_batch(char_logits: Sequence[torch.Tensor], words: Sequence[Sequence[st
         if not words[i]:
             results[i] = []
         elif tr.mandatory == 0 or tr.mandatory > lp.shape[0]:
-            results[i] = _fill_gaps([None] * len(words[i]), lp.shape[0])  # nothing to align, or too long
+            # nothing to align, or too long
+            results[i] = _share(_fill_gaps([None] * len(units[i]), lp.shape[0]), units[i])
         else:
             todo.append(i)
     todo.sort(key=lambda i: char_logits[i].shape[0])  # similar lengths share a batch
@@ -254,8 +329,8 @@ def align_batch(char_logits: Sequence[torch.Tensor], words: Sequence[Sequence[st
         paths = _viterbi([char_logits[i] for i in group], [trellises[i] for i in group])
         for i, (states, logp) in zip(group, paths, strict=True):
             frames = char_logits[i].shape[0]
-            spans = _spans_from_path(trellises[i], states, logp) if len(states) else [None] * len(words[i])
-            results[i] = _fill_gaps(spans, frames)
+            spans = _spans_from_path(trellises[i], states, logp) if len(states) else [None] * len(units[i])
+            results[i] = _share(_fill_gaps(spans, frames), units[i])
     return results  # type: ignore[return-value]
 
 
