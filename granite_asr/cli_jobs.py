@@ -113,6 +113,13 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
         help="transcribe without naming each row's language (measures what language detection costs)",
     )  # fmt: skip
     p.add_argument("--output", default=None, help="write the JSON report here")
+    p.add_argument(
+        "--by", default=None, metavar="FIELD",
+        help="also score per language and value of this manifest field (e.g. engine, voice, family)",
+    )  # fmt: skip
+    p.add_argument(
+        "--hypotheses", default=None, metavar="FILE", help="write every row's ref and hyp as JSONL"
+    )
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -128,8 +135,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         report = evaluate(
             model, args.manifest, mode=args.mode, beam_size=args.beam_size, batch_size=args.batch_size,
             word_lm=args.word_lm, language_hint=not args.no_language_hint, limit=args.limit,
-            translate=not args.no_translate, model_name=args.model or "embedded",
+            translate=not args.no_translate, model_name=args.model or "embedded", by=args.by,
         )  # fmt: skip
+        if args.hypotheses:
+            report.write_rows(args.hypotheses)
     print(report.table())
     if args.output:
         Path(args.output).write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))

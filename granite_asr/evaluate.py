@@ -7,18 +7,22 @@ Scoring follows the Open ASR Leaderboard and the Granite cards (SPEC §8.3, PEER
 - RTFx = Σ audio seconds / Σ compute seconds, model loading and a warm-up batch excluded.
 
 The manifest is JSONL with `audio` (relative to the manifest), `text`, `lang` and optional
-`translation: {lang: text}` (the corpus builder's format).
+`translation: {lang: text}` (the corpus builder's format). `by="engine"` (any row field: voice, family,
+…) adds a breakdown per language and value, to see which voices or conditions carry the errors;
+`report.write_rows(path)` writes every row's reference and hypothesis as JSONL. A row whose audio cannot
+be read is skipped with its file and problem in `report.errors`; the rest are scored.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .audio.io import load_audio
+from .audio.io import AudioError, load_audio
 from .engine.engine import Engine
 from .options import DecodeOptions, TranscribeOptions
 
@@ -103,13 +107,24 @@ class EvalReport:
     audio_seconds: float = 0.0
     compute_seconds: float = 0.0
     examples: list = field(default_factory=list)
+    by: str | None = None  # the row field of `groups`
+    groups: dict = field(default_factory=dict)  # lang → value of `by` → {"value", "cer", "n"}
+    errors: list = field(default_factory=list)  # rows skipped: {"id", "error"}
+    rows: list = field(default_factory=list)  # every scored row: id, lang, ref, hyp (not in to_dict)
 
     @property
     def rtfx(self) -> float:
         return self.audio_seconds / self.compute_seconds if self.compute_seconds else float("nan")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "rtfx": self.rtfx}
+        out = {**asdict(self), "rtfx": self.rtfx}
+        del out["rows"]
+        return out
+
+    def write_rows(self, path: str | Path) -> None:
+        """One JSON line per scored row: id, lang, ref, hyp (and the `by` field)."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
 
     def table(self) -> str:
         lines = [f"{'lang':<8}{'metric':<7}{'value':>8}{'n':>7}{'CER':>8}", "-" * 38]
@@ -120,6 +135,13 @@ class EvalReport:
         for d, r in sorted(self.translation.items()):
             lines.append(f"{d:<8}{'BLEU':<7}{r['bleu']:>8.2f}{r['n']:>7}")
         lines.append(f"RTFx {self.rtfx:.1f} ({self.audio_seconds:.0f} s audio, mode {self.mode})")
+        if self.groups:
+            lines += ["", f"{'lang':<8}{self.by:<24}{'value':>8}{'n':>7}{'CER':>8}", "-" * 55]
+            for lang, groups in sorted(self.groups.items()):
+                for g, r in sorted(groups.items(), key=lambda kv: -kv[1]["value"]):
+                    lines.append(f"{lang:<8}{g[:23]:<24}{r['value']:>8.2f}{r['n']:>7}{r['cer']:>8.2f}")
+        if self.errors:
+            lines.append(f"{len(self.errors)} row(s) skipped: unreadable audio (see errors)")
         return "\n".join(lines)
 
 
@@ -141,8 +163,10 @@ def evaluate(
     limit: int | None = None,
     translate: bool = True,
     model_name: str = "",
+    by: str | None = None,
 ) -> EvalReport:
-    """Transcribe (and translate, for 2b) every manifest row; score per language and direction."""
+    """Transcribe (and translate, for 2b) every manifest row; score per language and direction (and per
+    value of the row field `by`)."""
     manifest = Path(manifest)
     rows = [json.loads(x) for x in manifest.read_text("utf-8").splitlines() if x.strip()][:limit]
     engine = Engine(model)
@@ -150,41 +174,72 @@ def evaluate(
     mode_run = decode.resolved_mode(model.variant, model.config.auto_mode)
     report = EvalReport(
         model=model_name, manifest=str(manifest), mode=mode_run,
-        options={"beam_size": beam_size, "word_lm": word_lm, "language_hint": language_hint},
+        options={"beam_size": beam_size, "word_lm": word_lm, "language_hint": language_hint}, by=by,
     )  # fmt: skip
+    audio = _load_rows(manifest, rows, report)
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        by_lang[r["lang"]].append(r)
-    audio = {r["id"] if "id" in r else r["audio"]: load_audio(manifest.parent / r["audio"]) for r in rows}
-    key = lambda r: r["id"] if "id" in r else r["audio"]  # noqa: E731
-    warm = [audio[key(rows[0])]] if rows else []
-    engine.run(warm, TranscribeOptions(decode=decode, progress=False))  # warm-up, not timed
+        if _key(r) in audio:
+            by_lang[r["lang"]].append(r)
+    if audio:
+        warm = [next(iter(audio.values()))]
+        engine.run(warm, TranscribeOptions(decode=decode, progress=False))  # warm-up, not timed
     for lang, items in sorted(by_lang.items()):
         # without the hint, what the user gets who names no language (the word-LM search guesses it)
         opts = TranscribeOptions(language=lang if language_hint else None, decode=decode, progress=False)
-        outs, secs = _timed(engine, [audio[key(r)] for r in items], opts)
+        outs, secs = _timed(engine, [audio[_key(r)] for r in items], opts)
         hyps = [o.text for o in outs]
-        dur = sum(len(audio[key(r)]) for r in items) / 16000
+        dur = sum(len(audio[_key(r)]) for r in items) / 16000
         report.audio_seconds += dur
         report.compute_seconds += secs
-        metric = "CER" if lang == "ja" else "WER"
-        report.asr[lang] = {
-            "metric": metric,
-            "value": error_rate([r["text"] for r in items], hyps, lang),
-            # CER for every language too: it tracks an acoustic model long before its words come right
-            "cer": error_rate([r["text"] for r in items], hyps, lang, unit="char"),
-            "n": len(items),
-            "audio_s": dur,
-        }
+        report.asr[lang] = {**_scores(items, hyps, lang), "audio_s": dur}
         if lang == "ja":
             report.asr[lang]["kana_cer"] = reading_error_rate([r["text"] for r in items], hyps)
-        report.examples += [
-            {"id": key(r), "lang": lang, "ref": r["text"], "hyp": h}
-            for r, h in zip(items[:3], hyps, strict=False)
+        report.rows += [
+            {"id": _key(r), "lang": lang, "ref": r["text"], "hyp": h, **({by: r.get(by)} if by else {})}
+            for r, h in zip(items, hyps, strict=True)
         ]
+        report.examples += report.rows[-len(items) :][:3]
+        if by:
+            report.groups[lang] = _grouped(items, hyps, lang, by)
         if translate and model.variant == "ar" and report.mode == "ar":
-            _eval_translation(engine, report, lang, items, [audio[key(r)] for r in items], decode)
+            _eval_translation(engine, report, lang, items, [audio[_key(r)] for r in items], decode)
     return report
+
+
+def _key(row: dict) -> str:
+    return row["id"] if "id" in row else row["audio"]
+
+
+def _load_rows(manifest: Path, rows: list[dict], report: EvalReport) -> dict:
+    """id → samples; a row whose audio cannot be read is reported (file and problem) and skipped."""
+    audio = {}
+    for r in rows:
+        try:
+            audio[_key(r)] = load_audio(manifest.parent / r["audio"])
+        except AudioError as e:
+            print(f"warning: skipping row {_key(r)}: {e}", file=sys.stderr)
+            report.errors.append({"id": _key(r), "error": str(e)})
+    return audio
+
+
+def _scores(items: list[dict], hyps: list[str], lang: str) -> dict:
+    refs = [r["text"] for r in items]
+    return {
+        "metric": "CER" if lang == "ja" else "WER",
+        "value": error_rate(refs, hyps, lang),
+        # CER for every language too: it tracks an acoustic model long before its words come right
+        "cer": error_rate(refs, hyps, lang, unit="char"),
+        "n": len(items),
+    }
+
+
+def _grouped(items: list[dict], hyps: list[str], lang: str, by: str) -> dict:
+    """value of the row field `by` (str; "?" where absent) → the language's scores on those rows."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(items):
+        groups[str(r.get(by, "?"))].append(i)
+    return {g: _scores([items[i] for i in idx], [hyps[i] for i in idx], lang) for g, idx in groups.items()}
 
 
 def _eval_translation(engine, report, lang, items, audios, decode) -> None:

@@ -53,6 +53,7 @@ def _manifest(tmp_path):
                 "audio": f"{i}.wav",
                 "text": text,
                 "lang": lang,
+                "voice": "a" if i == 0 else "b",
                 "translation": {"fr": "bonjour le monde"} if lang == "en" else {"en": "hello"},
             }
         )
@@ -84,12 +85,38 @@ def test_eval_cli_writes_json(tmp_path):
         str(tmp_path / "ckpt"),
         "--output",
         str(out),
+        "--by",
+        "voice",
+        "--hypotheses",
+        str(tmp_path / "hyps.jsonl"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "nar" and set(report["asr"]) == {"en", "fr"} and report["translation"] == {}
     assert report["options"] == {"beam_size": 1, "word_lm": "auto", "language_hint": True}
+    # per voice: en has u0 (voice a) and u1 (b), fr only u2 (b)
+    assert {lang: {g: r["n"] for g, r in gs.items()} for lang, gs in report["groups"].items()} == {
+        "en": {"a": 1, "b": 1},
+        "fr": {"b": 1},
+    }
+    assert "voice" in proc.stdout and "rows" not in report
+    hyps = [json.loads(x) for x in (tmp_path / "hyps.jsonl").read_text().splitlines()]
+    assert [(h["id"], h["voice"], h["ref"]) for h in hyps] == [
+        ("u0", "a", "hello world"),
+        ("u1", "b", "open it"),
+        ("u2", "b", "bonjour"),
+    ]
+    assert all(isinstance(h["hyp"], str) for h in hyps)
+
+
+def test_eval_skips_unreadable_audio_and_scores_the_rest(tmp_path):
+    manifest = _manifest(tmp_path)
+    (tmp_path / "1.wav").write_bytes(b"not audio at all")
+    report = evaluate(build_tiny("tiny"), manifest, mode="ctc", translate=False)
+    assert [e["id"] for e in report.errors] == ["u1"] and "1.wav" in report.errors[0]["error"]
+    assert report.asr["en"]["n"] == 1 and report.asr["fr"]["n"] == 1
+    assert "1 row(s) skipped" in report.table()
 
 
 def test_eval_records_the_decoding_options_that_change_scores(tmp_path):
