@@ -111,7 +111,19 @@ def _encoder_args(corpus, lm_checkpoint, tmp_path) -> list[str]:
 def test_resume_continues_the_same_curve(corpus, lm_checkpoint, tmp_path):
     """8 steps straight == 4 steps, a stop, then 4 more from the checkpoint (same batches, same losses)."""
     args = _encoder_args(corpus, lm_checkpoint, tmp_path)
-    extra = ["--batch-seconds", "3", "--fp32", "--lr", "1e-3"]
+    # with every feature augmentation on: their draws must be replayed on resume too
+    extra = [
+        "--batch-seconds",
+        "3",
+        "--fp32",
+        "--lr",
+        "1e-3",
+        "--vtlp",
+        "0.1",
+        "--eq-db",
+        "6",
+        "--spec-augment",
+    ]
     recipe.main(args + _common(tmp_path / "straight", 8) + extra)
     recipe.main(args + _common(tmp_path / "split", 8) + extra + ["--stop-at", "4"])
     recipe.main(args + _common(tmp_path / "split", 8) + extra)
@@ -173,6 +185,24 @@ def test_vtlp_moves_formants_and_keeps_padding():
     peaks = y[:, 0, :80].argmax(-1)
     assert torch.equal(peaks, y[:, 0, 80:].argmax(-1))  # the same warp for every stacked frame
     assert (peaks != 40).any() and ((peaks - 40).abs() <= 10).all()
+
+
+def test_random_eq_colours_each_utterance_smoothly_and_keeps_padding():
+    from granite_asr.train.data import random_eq
+
+    x = torch.zeros(3, 10, 160)  # (B, T, 2 stacked frames × 80 mels)
+    lengths = torch.tensor([10, 6, 3])
+    rng = np.random.default_rng(0)
+    assert torch.equal(random_eq(x, lengths, 80, rng, max_db=0.0), x)
+    y = random_eq(x, lengths, 80, rng, max_db=8.0)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(y[i, n:] == 0)  # padding untouched
+        assert torch.allclose(y[i, :n], y[i, :1].expand(n, -1))  # one curve for every frame
+        assert torch.equal(y[i, 0, :80], y[i, 0, 80:])  # and for every stacked frame
+    gain_db = y[:, 0, :80] * 40  # feature units → dB
+    assert gain_db.abs().max() <= 8.0 + 1e-4 and gain_db.abs().amax(-1).min() > 0
+    assert (gain_db[:, 1:] - gain_db[:, :-1]).abs().max() < 1.0  # smooth: < 1 dB between adjacent bins
+    assert not torch.allclose(gain_db[0], gain_db[1])  # each utterance its own
 
 
 def test_speech_prompts_cover_what_users_send():

@@ -70,6 +70,10 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
         default=0.0,
         help="vocal-tract-length perturbation: max mel-axis warp (e.g. 0.1)",
     )
+    ap.add_argument(
+        "--eq-db", type=float, default=0.0,
+        help="random spectral colouring: peak gain (dB) of a smooth per-utterance mel-axis curve (e.g. 6)",
+    )  # fmt: skip
     ap.add_argument("--p-translate", type=float, default=0.3)
     ap.add_argument("--p-speakers", type=float, default=0.4, help="plus stage: share of speaker-turn prompts")
     ap.add_argument("--p-timestamps", type=float, default=0.4, help="plus stage: share of word-time prompts")

@@ -163,6 +163,26 @@ def vtlp(x: torch.Tensor, n_mels: int, rng: np.random.Generator, max_warp: float
     return (take(lo) * (1 - frac) + take(hi) * frac).reshape(b, t, d)
 
 
+def random_eq(
+    x: torch.Tensor, lengths: torch.Tensor, n_mels: int, rng: np.random.Generator, max_db: float = 6.0
+) -> torch.Tensor:
+    """Random spectral colouring: each utterance gets its own smooth gain curve over the mel axis (a tilt
+    and three cosines, peak |gain| drawn up to `max_db`), as from another microphone, room or synthesizer
+    timbre — the channel differences VTLP does not cover. Added in the log-mel domain of SPEC §2.1
+    (log10 power / 4), on the utterance's frames only. x (B, T, D)."""
+    b, t, d = x.shape
+    m = torch.linspace(0, 1, n_mels, dtype=torch.float64)
+    basis = torch.stack([m - 0.5, *(torch.cos(torch.pi * k * m) for k in (1, 2, 3))])  # (4, M)
+    coef = torch.from_numpy(rng.uniform(-1, 1, (b, 4)) / np.array([1, 1, 2, 3]))  # smoother at higher k
+    curve = coef @ basis  # (B, M)
+    peak = curve.abs().amax(-1, keepdim=True).clamp(min=1e-9)
+    db = curve / peak * torch.from_numpy(rng.uniform(0, max_db, (b, 1)))  # (B, M)
+    gain = (db / 10.0 / 4.0).to(x.dtype)  # dB → log10 power → feature units
+    valid = (torch.arange(t)[None] < lengths[:, None]).to(x.dtype)  # (B, T)
+    view = x.reshape(b, t, d // n_mels, n_mels)  # (B, T, s, M)
+    return (view + gain[:, None, None, :] * valid[:, :, None, None]).reshape(b, t, d)
+
+
 def collate(cache: FeatureCache, batch: list[Utterance]) -> FeatureBatch:
     width = max(u.frames for u in batch)
     feats = torch.zeros(len(batch), width, cache.dim)

@@ -34,7 +34,7 @@ from ..tokenizer import Tokenizer
 from . import distributed, plus, word_lms
 from . import objectives as obj
 from .arguments import parser
-from .data import FeatureCache, collate, epoch_batches, spec_augment, vtlp
+from .data import FeatureCache, collate, epoch_batches, random_eq, spec_augment, vtlp
 from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
 from .text_data import lm_batches, train_tokenizer, training_text
@@ -78,6 +78,10 @@ def _feature_batches(model, args):
             fb = collate(cache, b)
             if args.vtlp:
                 fb.features = vtlp(fb.features, model.config.features.n_mels, rng, args.vtlp)
+            if args.eq_db:
+                fb.features = random_eq(
+                    fb.features, fb.lengths, model.config.features.n_mels, rng, args.eq_db
+                )
             if args.spec_augment:
                 fb.features = spec_augment(fb.features, fb.lengths, model.config.features.n_mels, rng)
             yield fb
