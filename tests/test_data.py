@@ -296,3 +296,28 @@ def test_conversation_word_times(tmp_path):
     assert times == sorted(times) and all(w["end"] > w["start"] for w in words)
     assert times[0] >= 0 and times[-1] <= row["duration"] == round(len(x) / 16000, 3)
     assert row["speakers"] == [v.name for v in voices] and len(row["turns"]) == 3
+
+
+def test_text_pools_read_only_the_recorded_catalogs(tmp_path, monkeypatch):
+    """Catalogs come with whatever packages a machine has: the pools read those in catalogs.txt, warn
+    about recorded ones that are missing, and read everything with GRANITE_ASR_CATALOGS=all."""
+    for name in ("kept", "extra"):
+        d = tmp_path / "locale" / "fr" / "LC_MESSAGES"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}.mo").write_bytes(_mo_bytes({b"Open the selected file": b"Ouvrir le fichier"}))
+    monkeypatch.setenv("GRANITE_ASR_TEXT_DIR", str(tmp_path))
+    lock = tmp_path / "catalogs.txt"
+    lock.write_text("fr/kept\nfr/not-installed\nde/kept\n")
+    monkeypatch.setattr(text, "CATALOGS", lock)
+    text.recorded_catalogs.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=r"\(fr\): 1 of 2 recorded .*fr/not-installed"):
+            files = text.mo_files("fr")
+        assert [f.name for f in files] == ["kept.mo"]  # not extra.mo, nor any system catalog
+        monkeypatch.setenv("GRANITE_ASR_CATALOGS", "all")
+        text.recorded_catalogs.cache_clear()
+        assert {"kept.mo", "extra.mo"} <= {f.name for f in text.mo_files("fr")}
+        assert text.write_catalogs(tmp_path / "new.txt") >= 2
+        assert {"fr/kept", "fr/extra"} <= set((tmp_path / "new.txt").read_text().split())
+    finally:
+        text.recorded_catalogs.cache_clear()

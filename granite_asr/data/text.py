@@ -20,6 +20,7 @@ import os
 import re
 import struct
 import unicodedata
+import warnings
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -132,13 +133,53 @@ def _text_dirs() -> list[Path]:
 
 
 def mo_files(lang: str) -> list[Path]:
+    """The language's catalogs, limited to those in `catalogs.txt` (see `recorded_catalogs`)."""
     files = []
     for root in _text_dirs():
         for loc in LOCALE_DIRS.get(lang, ()):  # English has no catalog of its own: it is the msgid side
             d = root / loc / "LC_MESSAGES"
             if d.is_dir():
                 files += sorted(d.glob("*.mo"))
+    recorded = recorded_catalogs()
+    if recorded is None:
+        return files
+    files = [f for f in files if _catalog_key(f) in recorded]
+    wanted = {k for k in recorded if k.split("/")[0] in LOCALE_DIRS.get(lang, ())}
+    missing = sorted(wanted - {_catalog_key(f) for f in files})
+    if missing:
+        warnings.warn(
+            f"text pools ({lang}): {len(missing)} of {len(wanted)} recorded gettext catalogs are not "
+            f"installed (e.g. {', '.join(missing[:3])}), so its sentences differ from the recorded corpora "
+            "and word LMs; scripts/setup_data.sh installs the text sources",
+            stacklevel=2,
+        )
     return files
+
+
+CATALOGS = Path(__file__).with_name("catalogs.txt")
+
+
+def _catalog_key(path: Path) -> str:
+    return f"{path.parent.parent.name}/{path.stem}"  # <locale>/<domain>
+
+
+@cache
+def recorded_catalogs() -> frozenset[str] | None:
+    """The catalogs (`<locale>/<domain>`) the shipped corpora and word LMs were built from. Catalogs come
+    with whatever packages a machine has (chromium alone adds hundreds of sentences), so the pools read only
+    these, and warn when some are missing: the same seed then gives the same sentences on any machine
+    set up alike. `GRANITE_ASR_CATALOGS=all` reads every installed catalog instead (and regenerates the
+    list: `GRANITE_ASR_CATALOGS=all python -c "from granite_asr.data import text; text.write_catalogs()"`)."""
+    if os.environ.get("GRANITE_ASR_CATALOGS") == "all":
+        return None
+    return frozenset(CATALOGS.read_text("utf-8").split())
+
+
+def write_catalogs(path: Path = CATALOGS) -> int:
+    """Record every installed catalog of every language in `path`; returns the count."""
+    keys = sorted({_catalog_key(f) for lang in LANGS for f in mo_files(lang)})
+    path.write_text("".join(k + "\n" for k in keys), "utf-8")
+    return len(keys)
 
 
 @cache
