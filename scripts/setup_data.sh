@@ -56,6 +56,9 @@ apt_install pico libttspico-utils
 # --- 3. Text: fortunes (en/de/es/pt-BR) and the debian-handbook (parallel paragraphs).
 apt_install fortunes fortunes fortunes-de fortunes-es fortunes-br
 apt_install handbook debian-handbook
+# Spelling dictionaries: `train wordlm --spell-check` keeps only the general words hunspell accepts.
+apt_install hunspell hunspell hunspell-en-us hunspell-en-gb hunspell-fr hunspell-de-de hunspell-es \
+  hunspell-pt-br hunspell-pt-pt
 
 # --- 4. Extra gettext catalogs (parallel en<->X UI/game text). Downloaded and unpacked, not installed,
 # so none of their (large) dependencies come along; only our five target languages' .mo files are kept.

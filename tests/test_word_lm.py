@@ -248,6 +248,48 @@ def test_wordlm_stage_adds_wordfreq_words(tmp_path):
     assert not any(c.isdigit() for w in lm.vocab for c in w)
 
 
+def _hunspell(lang_dict: str) -> None:
+    import shutil
+    from pathlib import Path
+
+    if not shutil.which("hunspell") or not Path(f"/usr/share/hunspell/{lang_dict}.dic").exists():
+        pytest.skip("hunspell dictionaries (scripts/setup_data.sh)")
+
+
+def test_spell_check_drops_misspellings_and_accentless_forms():
+    from granite_asr.train.word_lms import spelled
+
+    _hunspell("fr_FR")
+    _hunspell("de_DE")
+    assert spelled(["être", "etre", "très", "tres", "paris"], "fr") == {"être", "très", "paris"}  # Paris
+    assert spelled(["straße", "haus", "hauss"], "de") == {"straße", "haus"}  # nouns pass capitalised
+    assert spelled(["これ", "xyz"], "ja") == {"これ", "xyz"}  # no dictionary: every word kept
+
+
+def test_wordlm_stage_spell_checks_the_general_words(tmp_path):
+    _hunspell("en_US")
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(SENTENCES), "utf-8")
+    argv = [
+        "wordlm",
+        "--out",
+        str(tmp_path / "lm"),
+        "--langs",
+        "en",
+        "--text",
+        str(text),
+        "--general-words",
+        "3000",
+    ]
+    train_main(argv)
+    plain = WordLM.load(tmp_path / "lm" / "en.tsv.gz")
+    train_main([*argv, "--spell-check"])
+    checked = WordLM.load(tmp_path / "lm" / "en.tsv.gz")
+    assert "dont" in plain.vocab and "dont" not in checked.vocab
+    assert {"centre", "labour", "because", "people"} <= set(checked.vocab)  # British spellings too (en_GB)
+    assert len(checked.vocab) > 0.9 * len(plain.vocab)  # as many words, the misspelt ones replaced
+
+
 def test_auto_falls_back_to_greedy_without_flashlight(monkeypatch):
     """Where flashlight-text has no wheel (Python 3.13), `available()` warns once and says no, so
     `word_lm="auto"` keeps the greedy text instead of failing."""

@@ -16,6 +16,10 @@ def _add_wordlm_arguments(ap: argparse.ArgumentParser) -> None:
         "--general-weight", type=float, default=1.0,
         help="wordlm stage: the general words' pseudo-counts, as a multiple of the sentences' token count",
     )  # fmt: skip
+    ap.add_argument(
+        "--spell-check", action="store_true",
+        help="wordlm stage: keep only general words a hunspell dictionary accepts (en/fr/de/es/pt)",
+    )  # fmt: skip
 
 
 def _add_export_arguments(ap: argparse.ArgumentParser) -> None:

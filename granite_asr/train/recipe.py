@@ -186,6 +186,7 @@ def stage_wordlm(args) -> None:
         lm = word_lms.build(
             lang, sentences, order=args.order, min_count=args.min_count,
             general_words=args.general_words, general_weight=args.general_weight,
+            spell_check=args.spell_check,
         )  # fmt: skip
         path = lm.save(Path(args.out) / f"{lang}.tsv.gz")
         summary = {

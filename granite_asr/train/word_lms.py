@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import collections
 import heapq
+import shutil
+import subprocess
 from pathlib import Path
 
 from .. import char_vocab
@@ -26,7 +28,39 @@ def word_lm_sentences(lang: str, seed: int) -> list[str]:
     return [str(s) for s in train]
 
 
-def general_vocabulary(lang: str, size: int) -> dict[str, float]:
+# hunspell dictionaries (Debian hunspell-en-us/-en-gb/-fr/-de-de/-es/-pt-br/-pt-pt): a word passes if any accepts it
+HUNSPELL = {
+    "en": ("en_US", "en_GB"),
+    "fr": ("fr_FR",),
+    "de": ("de_DE",),
+    "es": ("es_ES",),
+    "pt": ("pt_BR", "pt_PT"),
+}
+HUNSPELL_DIR = Path("/usr/share/hunspell")
+
+
+def spelled(words: list[str], lang: str) -> set[str]:
+    """The words a hunspell dictionary of `lang` accepts as written or capitalised (German nouns, names:
+    the lexicon is lower case). wordfreq's web text carries misspellings and accent-less forms ("dont",
+    "etre", "tambien", "nao") that would compete in the lexicon with the right spelling of what the char
+    head hears; this drops them. Languages without a dictionary keep every word."""
+    dicts = [d for d in HUNSPELL.get(lang, ()) if (HUNSPELL_DIR / f"{d}.dic").exists()]
+    if lang not in HUNSPELL:
+        return set(words)
+    if not dicts or not shutil.which("hunspell"):
+        raise SystemExit(f"--spell-check needs hunspell and a {lang} dictionary: bash scripts/setup_data.sh")
+    cap = {w: w[:1].upper() + w[1:] for w in words}
+    text = "\n".join([*words, *cap.values()]) + "\n"
+    ok: set[str] = set()
+    for d in dicts:
+        cmd = ["hunspell", "-i", "utf-8", "-d", str(HUNSPELL_DIR / d), "-G"]
+        ok.update(
+            subprocess.run(cmd, input=text, capture_output=True, text=True, check=True).stdout.split("\n")
+        )
+    return {w for w in words if w in ok or cap[w] in ok}
+
+
+def general_vocabulary(lang: str, size: int, spell_check: bool = False) -> dict[str, float]:
     """The `size` most frequent words of `lang` with their frequencies, from wordfreq (Speer 2022: Wikipedia,
     subtitles, news, books, web text; data CC BY-SA 4.0), installed with the `train` extra. The word LMs'
     own sentences are software messages, fortunes and a handbook: a lexicon of their words alone misses
@@ -38,7 +72,11 @@ def general_vocabulary(lang: str, size: int) -> dict[str, float]:
     # the stored frequency table, not word_frequency(): that re-tokenises each word (MeCab for Japanese);
     # wordfreq folds every digit to 0 ("0000" stands for all 4-digit numbers): no number is a word here
     table = {w: f for w, f in wordfreq.get_frequency_dict(lang).items() if not any(c.isdigit() for c in w)}
-    return dict(heapq.nlargest(size, table.items(), key=lambda kv: (kv[1], kv[0])))
+    top = heapq.nlargest(size * (2 if spell_check else 1), table.items(), key=lambda kv: (kv[1], kv[0]))
+    if spell_check:
+        good = spelled([w for w, _ in top], lang)
+        top = [(w, f) for w, f in top if w in good][:size]
+    return dict(top)
 
 
 def japanese_words(sentence: str) -> list[tuple[str, str]]:
@@ -77,10 +115,18 @@ def japanese_word_lm(
 
 
 def build(
-    lang: str, sentences: list[str], *, order: int, min_count: int, general_words: int, general_weight: float
+    lang: str,
+    sentences: list[str],
+    *,
+    order: int,
+    min_count: int,
+    general_words: int,
+    general_weight: float,
+    spell_check: bool = False,
 ) -> WordLM:
-    """One language's word LM from `sentences`, plus `general_words` of wordfreq's when > 0."""
-    general = general_vocabulary(lang, general_words) if general_words else {}
+    """One language's word LM from `sentences`, plus `general_words` of wordfreq's when > 0 (only those
+    hunspell accepts, with `spell_check`)."""
+    general = general_vocabulary(lang, general_words, spell_check) if general_words else {}
     if lang == "ja":
         return japanese_word_lm(sentences, general, order=order, min_count=min_count, weight=general_weight)
     lm = WordLM.train(sentences, lang, order=order, min_count=min_count)
