@@ -132,15 +132,16 @@ def _text_dirs() -> list[Path]:
     return [Path("/usr/share/locale"), Path(extra) / "locale"]
 
 
-def mo_files(lang: str) -> list[Path]:
-    """The language's catalogs, limited to those in `catalogs.txt` (see `recorded_catalogs`)."""
+def mo_files(lang: str, recorded_only: bool = True) -> list[Path]:
+    """The language's catalogs, limited to those in `catalogs.txt` (see `recorded_catalogs`) unless
+    `recorded_only` is False."""
     files = []
     for root in _text_dirs():
         for loc in LOCALE_DIRS.get(lang, ()):  # English has no catalog of its own: it is the msgid side
             d = root / loc / "LC_MESSAGES"
             if d.is_dir():
                 files += sorted(d.glob("*.mo"))
-    recorded = recorded_catalogs()
+    recorded = recorded_catalogs() if recorded_only else None
     if recorded is None:
         return files
     files = [f for f in files if _catalog_key(f) in recorded]
@@ -168,8 +169,8 @@ def recorded_catalogs() -> frozenset[str] | None:
     """The catalogs (`<locale>/<domain>`) the shipped corpora and word LMs were built from. Catalogs come
     with whatever packages a machine has (chromium alone adds hundreds of sentences), so the pools read only
     these, and warn when some are missing: the same seed then gives the same sentences on any machine
-    set up alike. `GRANITE_ASR_CATALOGS=all` reads every installed catalog instead (and regenerates the
-    list: `GRANITE_ASR_CATALOGS=all python -c "from granite_asr.data import text; text.write_catalogs()"`)."""
+    set up alike. `GRANITE_ASR_CATALOGS=all` reads every installed catalog instead;
+    `python -c "from granite_asr.data import text; text.write_catalogs()"` regenerates the list."""
     if os.environ.get("GRANITE_ASR_CATALOGS") == "all":
         return None
     return frozenset(CATALOGS.read_text("utf-8").split())
@@ -177,7 +178,7 @@ def recorded_catalogs() -> frozenset[str] | None:
 
 def write_catalogs(path: Path = CATALOGS) -> int:
     """Record every installed catalog of every language in `path`; returns the count."""
-    keys = sorted({_catalog_key(f) for lang in LANGS for f in mo_files(lang)})
+    keys = sorted({_catalog_key(f) for lang in LANGS for f in mo_files(lang, recorded_only=False)})
     path.write_text("".join(k + "\n" for k in keys), "utf-8")
     return len(keys)
 

@@ -44,9 +44,9 @@ def spelled(words: list[str], lang: str) -> set[str]:
     the lexicon is lower case). wordfreq's web text carries misspellings and accent-less forms ("dont",
     "etre", "tambien", "nao") that would compete in the lexicon with the right spelling of what the char
     head hears; this drops them. Languages without a dictionary keep every word."""
-    dicts = [d for d in HUNSPELL.get(lang, ()) if (HUNSPELL_DIR / f"{d}.dic").exists()]
     if lang not in HUNSPELL:
         return set(words)
+    dicts = [d for d in HUNSPELL[lang] if (HUNSPELL_DIR / f"{d}.dic").exists()]
     if not dicts or not shutil.which("hunspell"):
         raise SystemExit(f"--spell-check needs hunspell and a {lang} dictionary: bash scripts/setup_data.sh")
     cap = {w: w[:1].upper() + w[1:] for w in words}
