@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .cli import (
@@ -136,6 +137,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             model, args.manifest, mode=args.mode, beam_size=args.beam_size, batch_size=args.batch_size,
             word_lm=args.word_lm, language_hint=not args.no_language_hint, limit=args.limit,
             translate=not args.no_translate, model_name=args.model or "embedded", by=args.by,
+            progress=sys.stderr.isatty(),
         )  # fmt: skip
         if args.hypotheses:
             report.write_rows(args.hypotheses)

@@ -10,7 +10,8 @@ The manifest is JSONL with `audio` (relative to the manifest), `text`, `lang` an
 `translation: {lang: text}` (the corpus builder's format). `by="engine"` (any row field: voice, family,
 …) adds a breakdown per language and value, to see which voices or conditions carry the errors;
 `report.write_rows(path)` writes every row's reference and hypothesis as JSONL. A row whose audio cannot
-be read is skipped with its file and problem in `report.errors`; the rest are scored.
+be read is skipped with its file and problem in `report.errors`; the rest are scored. Each language's
+rows are read and decoded `chunk_rows` at a time, so a manifest of any size fits in memory.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .audio.io import AudioError, load_audio
 from .engine.engine import Engine
 from .options import DecodeOptions, TranscribeOptions
+
+# Rows read and decoded at a time: a manifest's audio is never all in memory (10 000 rows of 10 s
+# would be 6.4 GB as float32); large enough that the engine still fills its batches.
+CHUNK_ROWS = 128
 
 
 def _normalizers():
@@ -164,9 +171,12 @@ def evaluate(
     translate: bool = True,
     model_name: str = "",
     by: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    progress: bool = False,
 ) -> EvalReport:
     """Transcribe (and translate, for 2b) every manifest row; score per language and direction (and per
-    value of the row field `by`)."""
+    value of the row field `by`). Audio is read `chunk_rows` rows at a time, so memory stays bounded on
+    a manifest of any size; the scores do not depend on it."""
     manifest = Path(manifest)
     rows = [json.loads(x) for x in manifest.read_text("utf-8").splitlines() if x.strip()][:limit]
     engine = Engine(model)
@@ -176,51 +186,87 @@ def evaluate(
         model=model_name, manifest=str(manifest), mode=mode_run,
         options={"beam_size": beam_size, "word_lm": word_lm, "language_hint": language_hint}, by=by,
     )  # fmt: skip
-    audio = _load_rows(manifest, rows, report)
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        if _key(r) in audio:
-            by_lang[r["lang"]].append(r)
-    if audio:
-        warm = [next(iter(audio.values()))]
-        engine.run(warm, TranscribeOptions(decode=decode, progress=False))  # warm-up, not timed
-    for lang, items in sorted(by_lang.items()):
+        by_lang[r["lang"]].append(r)
+    job = _Job(engine, report, manifest, decode, language_hint, by, max(1, chunk_rows))
+    job.translate = translate and model.variant == "ar" and report.mode == "ar"
+    with tqdm(total=len(rows), unit="row", desc="evaluating", disable=not progress, file=sys.stderr) as bar:
+        for lang, items in sorted(by_lang.items()):
+            job.language(lang, items, bar)
+    return report
+
+
+@dataclass
+class _Job:
+    """One evaluation's state, so each language is read and decoded chunk by chunk."""
+
+    engine: Engine
+    report: EvalReport
+    manifest: Path
+    decode: DecodeOptions
+    language_hint: bool
+    by: str | None
+    chunk_rows: int
+    translate: bool = False
+    warm: bool = False
+
+    def language(self, lang: str, items: list[dict], bar) -> None:
         # without the hint, what the user gets who names no language (the word-LM search guesses it)
-        opts = TranscribeOptions(language=lang if language_hint else None, decode=decode, progress=False)
-        outs, secs = _timed(engine, [audio[_key(r)] for r in items], opts)
-        hyps = [o.text for o in outs]
-        dur = sum(len(audio[_key(r)]) for r in items) / 16000
-        report.audio_seconds += dur
-        report.compute_seconds += secs
-        report.asr[lang] = {**_scores(items, hyps, lang), "audio_s": dur}
+        hint = lang if self.language_hint else None
+        opts = TranscribeOptions(language=hint, decode=self.decode, progress=False)
+        report, kept, hyps = self.report, [], []
+        directions: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+        for start in range(0, len(items), self.chunk_rows):
+            chunk, audios = _load_rows(self.manifest, items[start : start + self.chunk_rows], report)
+            bar.update(min(self.chunk_rows, len(items) - start))
+            if not chunk:
+                continue
+            if not self.warm:  # warm-up, not timed
+                self.engine.run(audios[:1], opts)
+                self.warm = True
+            outs, secs = _timed(self.engine, audios, opts)
+            report.audio_seconds += sum(len(a) for a in audios) / 16000
+            report.compute_seconds += secs
+            kept += chunk
+            hyps += [o.text for o in outs]
+            if self.translate:
+                _translate(self.engine, lang, chunk, audios, self.decode, directions)
+        if not kept:
+            return
+        report.asr[lang] = {**_scores(kept, hyps, lang), "audio_s": sum(r["_seconds"] for r in kept)}
         if lang == "ja":
-            report.asr[lang]["kana_cer"] = reading_error_rate([r["text"] for r in items], hyps)
+            report.asr[lang]["kana_cer"] = reading_error_rate([r["text"] for r in kept], hyps)
+        by = self.by
         report.rows += [
             {"id": _key(r), "lang": lang, "ref": r["text"], "hyp": h, **({by: r.get(by)} if by else {})}
-            for r, h in zip(items, hyps, strict=True)
+            for r, h in zip(kept, hyps, strict=True)
         ]
-        report.examples += report.rows[-len(items) :][:3]
+        report.examples += report.rows[-len(kept) :][:3]
         if by:
-            report.groups[lang] = _grouped(items, hyps, lang, by)
-        if translate and model.variant == "ar" and report.mode == "ar":
-            _eval_translation(engine, report, lang, items, [audio[_key(r)] for r in items], decode)
-    return report
+            report.groups[lang] = _grouped(kept, hyps, lang, by)
+        for tgt, (refs, outs) in sorted(directions.items()):
+            report.translation[f"{lang}→{tgt}"] = {"bleu": bleu(refs, outs, tgt), "n": len(refs)}
 
 
 def _key(row: dict) -> str:
     return row["id"] if "id" in row else row["audio"]
 
 
-def _load_rows(manifest: Path, rows: list[dict], report: EvalReport) -> dict:
-    """id → samples; a row whose audio cannot be read is reported (file and problem) and skipped."""
-    audio = {}
+def _load_rows(manifest: Path, rows: list[dict], report: EvalReport) -> tuple[list[dict], list]:
+    """The rows whose audio could be read (each with its `_seconds`) and their samples; a row that
+    cannot be read is reported (file and problem) and skipped."""
+    kept, audio = [], []
     for r in rows:
         try:
-            audio[_key(r)] = load_audio(manifest.parent / r["audio"])
+            samples = load_audio(manifest.parent / r["audio"])
         except AudioError as e:
             print(f"warning: skipping row {_key(r)}: {e}", file=sys.stderr)
             report.errors.append({"id": _key(r), "error": str(e)})
-    return audio
+            continue
+        kept.append({**r, "_seconds": len(samples) / 16000})
+        audio.append(samples)
+    return kept, audio
 
 
 def _scores(items: list[dict], hyps: list[str], lang: str) -> dict:
@@ -242,7 +288,9 @@ def _grouped(items: list[dict], hyps: list[str], lang: str, by: str) -> dict:
     return {g: _scores([items[i] for i in idx], [hyps[i] for i in idx], lang) for g, idx in groups.items()}
 
 
-def _eval_translation(engine, report, lang, items, audios, decode) -> None:
+def _translate(engine, lang, items, audios, decode, directions) -> None:
+    """Translate one chunk of a language's rows into each target its rows carry (English, or from
+    English every language named); (references, outputs) accumulate per target in `directions`."""
     targets = ["en"] if lang != "en" else sorted({t for r in items for t in (r.get("translation") or {})})
     for tgt in targets:
         pick = [i for i, r in enumerate(items) if tgt in (r.get("translation") or {})]
@@ -252,8 +300,5 @@ def _eval_translation(engine, report, lang, items, audios, decode) -> None:
             task="translate", language=lang, target_language=tgt, decode=decode, progress=False
         )
         outs = engine.run([audios[i] for i in pick], opts)
-        refs = [items[i]["translation"][tgt] for i in pick]
-        report.translation[f"{lang}→{tgt}"] = {
-            "bleu": bleu(refs, [o.text for o in outs], tgt),
-            "n": len(pick),
-        }
+        directions[tgt][0].extend(items[i]["translation"][tgt] for i in pick)
+        directions[tgt][1].extend(o.text for o in outs)

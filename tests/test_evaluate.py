@@ -119,6 +119,21 @@ def test_eval_skips_unreadable_audio_and_scores_the_rest(tmp_path):
     assert "1 row(s) skipped" in report.table()
 
 
+def test_eval_reads_audio_in_chunks_with_the_same_scores(tmp_path):
+    """Chunk by chunk (one row at a time, an unreadable row among them) = everything at once."""
+    manifest = _manifest(tmp_path)
+    with open(manifest, "a") as f:
+        f.write("\n" + json.dumps({"id": "bad", "audio": "missing.wav", "text": "x", "lang": "en"}))
+    model = build_tiny("tiny")
+    whole = evaluate(model, manifest, mode="ar", by="voice")
+    chunked = evaluate(model, manifest, mode="ar", by="voice", chunk_rows=1)
+    assert chunked.rows == whole.rows and len(whole.rows) == 3
+    assert chunked.asr == whole.asr and chunked.translation == whole.translation
+    assert set(whole.translation) == {"en→fr", "fr→en"} and whole.translation["en→fr"]["n"] == 2
+    assert chunked.groups == whole.groups and chunked.audio_seconds == whole.audio_seconds
+    assert [e["id"] for e in chunked.errors] == [e["id"] for e in whole.errors] == ["bad"]
+
+
 def test_eval_records_the_decoding_options_that_change_scores(tmp_path):
     model = build_tiny("tiny")
     hinted = evaluate(model, _manifest(tmp_path), mode="ctc", translate=False)
