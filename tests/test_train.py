@@ -120,6 +120,8 @@ def test_resume_continues_the_same_curve(corpus, lm_checkpoint, tmp_path):
         "1e-3",
         "--vtlp",
         "0.1",
+        "--gain-db",
+        "24",
         "--eq-db",
         "6",
         "--spec-augment",
@@ -203,6 +205,26 @@ def test_random_eq_colours_each_utterance_smoothly_and_keeps_padding():
     assert gain_db.abs().max() <= 8.0 + 1e-4 and gain_db.abs().amax(-1).min() > 0
     assert (gain_db[:, 1:] - gain_db[:, :-1]).abs().max() < 1.0  # smooth: < 1 dB between adjacent bins
     assert not torch.allclose(gain_db[0], gain_db[1])  # each utterance its own
+
+
+def test_random_gain_shifts_whole_utterances_down_and_keeps_padding():
+    from granite_asr.audio.features import log_compress
+    from granite_asr.train.data import random_gain
+
+    # a feature-domain gain is exactly a waveform gain: the floor follows the peak (SPEC §2.1)
+    mel = torch.rand(1, 50, 80) * 100
+    quiet = log_compress(mel * 10 ** (-20 / 10))
+    shifted = log_compress(mel) + torch.full((1,), -20 / 40)[:, None, None]
+    assert torch.allclose(quiet, shifted, atol=1e-5)
+    x = torch.zeros(64, 10, 160)
+    lengths = torch.randint(1, 11, (64,))
+    y = random_gain(x, lengths, np.random.default_rng(0), max_db=24.0)
+    db = y[:, 0, 0] * 40
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(y[i, n:] == 0) and torch.all(y[i, :n] == y[i, 0, 0])  # one gain, padding kept
+    assert db.max() <= 0 and db.min() >= -24 - 1e-4
+    assert 10 < int((db < 0).sum()) < 54  # about half quieter, each by its own amount
+    assert len(set(db[db < 0].tolist())) == int((db < 0).sum())
 
 
 def test_speech_prompts_cover_what_users_send():

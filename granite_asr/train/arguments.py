@@ -78,6 +78,10 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
         "--eq-db", type=float, default=0.0,
         help="random spectral colouring: peak gain (dB) of a smooth per-utterance mel-axis curve (e.g. 6)",
     )  # fmt: skip
+    ap.add_argument(
+        "--gain-db", type=float, default=0.0,
+        help="recording level: half the utterances made quieter by up to this many dB (e.g. 24)",
+    )  # fmt: skip
     ap.add_argument("--p-translate", type=float, default=0.3)
     ap.add_argument("--p-speakers", type=float, default=0.4, help="plus stage: share of speaker-turn prompts")
     ap.add_argument("--p-timestamps", type=float, default=0.4, help="plus stage: share of word-time prompts")

@@ -183,6 +183,20 @@ def random_eq(
     return (view + gain[:, None, None, :] * valid[:, :, None, None]).reshape(b, t, d)
 
 
+def random_gain(
+    x: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator, max_db: float, p: float = 0.5
+) -> torch.Tensor:
+    """Recording level: with probability `p` an utterance is made quieter by up to `max_db` dB. TTS
+    renders near full scale, real recordings often 20-30 dB below it, and the log-mel of SPEC §2.1
+    keeps absolute level (its floor follows each utterance's peak, so a gain moves every valid frame
+    by the same dB/40 feature units: exactly a waveform gain, at no rendering cost). x (B, T, D)."""
+    b, t, _ = x.shape
+    db = rng.uniform(-max_db, 0.0, b) * (rng.random(b) < p)  # (B,)
+    shift = torch.from_numpy(db / 10.0 / 4.0).to(x.dtype)  # dB → log10 power → feature units
+    valid = (torch.arange(t)[None] < lengths[:, None]).to(x.dtype)  # (B, T)
+    return x + (shift[:, None] * valid)[:, :, None]
+
+
 def collate(cache: FeatureCache, batch: list[Utterance]) -> FeatureBatch:
     width = max(u.frames for u in batch)
     feats = torch.zeros(len(batch), width, cache.dim)

@@ -34,7 +34,7 @@ from ..tokenizer import Tokenizer
 from . import distributed, plus, word_lms
 from . import objectives as obj
 from .arguments import parser
-from .data import FeatureCache, collate, epoch_batches, random_eq, spec_augment, vtlp
+from .data import FeatureCache, collate, epoch_batches, random_eq, random_gain, spec_augment, vtlp
 from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
 from .text_data import lm_batches, train_tokenizer, training_text
@@ -82,6 +82,8 @@ def _feature_batches(model, args):
                 fb.features = random_eq(
                     fb.features, fb.lengths, model.config.features.n_mels, rng, args.eq_db
                 )
+            if args.gain_db:
+                fb.features = random_gain(fb.features, fb.lengths, rng, args.gain_db)
             if args.spec_augment:
                 fb.features = spec_augment(fb.features, fb.lengths, model.config.features.n_mels, rng)
             yield fb
