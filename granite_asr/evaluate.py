@@ -189,8 +189,8 @@ def evaluate(
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_lang[r["lang"]].append(r)
-    job = _Job(engine, report, manifest, decode, language_hint, by, max(1, chunk_rows))
-    job.translate = translate and model.variant == "ar" and report.mode == "ar"
+    translate = translate and model.variant == "ar" and report.mode == "ar"
+    job = _Job(engine, report, manifest, decode, language_hint, by, max(1, chunk_rows), translate)
     with tqdm(total=len(rows), unit="row", desc="evaluating", disable=not progress, file=sys.stderr) as bar:
         for lang, items in sorted(by_lang.items()):
             job.language(lang, items, bar)
@@ -208,7 +208,7 @@ class _Job:
     language_hint: bool
     by: str | None
     chunk_rows: int
-    translate: bool = False
+    translate: bool
     warm: bool = False
 
     def language(self, lang: str, items: list[dict], bar) -> None:
@@ -226,7 +226,7 @@ class _Job:
                 self.engine.run(audios[:1], opts)
                 self.warm = True
             outs, secs = _timed(self.engine, audios, opts)
-            report.audio_seconds += sum(len(a) for a in audios) / 16000
+            report.audio_seconds += sum(r["_seconds"] for r in chunk)
             report.compute_seconds += secs
             kept += chunk
             hyps += [o.text for o in outs]
