@@ -85,6 +85,18 @@ def test_lm_stage_loss_goes_down(lm_checkpoint):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
 
 
+def test_lm_stage_continues_from_a_checkpoint_with_its_tokenizer(lm_checkpoint, corpus, tmp_path):
+    # `--init` alone: the checkpoint carries its tokenizer (no `--tokenizer`), and the stage resumes
+    # the language model where the checkpoint left it, not from a fresh initialisation.
+    out = tmp_path / "lm2"
+    args = ["lm", "--init", str(lm_checkpoint / "latest"), "--text", str(corpus / "text.txt")]
+    recipe.main(args + _common(out, 3) + ["--lr", "1e-4", "--batch-tokens", "400", "--fp32"])
+    first = _losses(out)[0]
+    assert first < 0.8 * np.mean(_losses(lm_checkpoint)[:3])
+    tok = granite_asr.load_model(out / "latest").tokenizer
+    assert tok.vocab_size == granite_asr.load_model(lm_checkpoint / "latest").tokenizer.vocab_size
+
+
 def _stage_args(stage, corpus, lm_checkpoint, tmp_path) -> list[str]:
     init = str(lm_checkpoint / "latest")
     return [stage, "--init", init, "--corpus", str(corpus), "--cache", str(tmp_path / "f")]

@@ -56,6 +56,10 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
         "--text",
         help="tokenizer/lm stages and --text-weight: a text file, one document per line (default: offline corpus text)",
     )
+    ap.add_argument(
+        "--text-pairs", action="store_true",
+        help="lm stage and --text-weight: only the offline text's translation pairs (`src\\nLanguage: tgt`)",
+    )  # fmt: skip
     ap.add_argument("--vocab", type=int, default=8192)
     _add_wordlm_arguments(ap)
     ap.add_argument("--steps", type=int, default=2000)

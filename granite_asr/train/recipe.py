@@ -152,7 +152,8 @@ def _documents(args) -> list[str]:
     """Text documents: `--text` (one per line) or the offline corpus text, held-out sentences excluded."""
     if args.text:
         return [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
-    return training_text(tuple(args.langs.split(",")), args.seed)
+    docs = training_text(tuple(args.langs.split(",")), args.seed)
+    return [d for d in docs if "\n" in d] if args.text_pairs else docs
 
 
 def _rebuild(old: torch.nn.Module, name: str) -> torch.nn.Module:
@@ -201,10 +202,10 @@ def stage_wordlm(args) -> None:
 
 
 def stage_lm(args) -> None:
-    tok = Tokenizer.from_dir(args.tokenizer)
-    if args.init:
+    if args.init:  # the checkpoint carries its tokenizer
         model = _load_init(args)
     else:
+        tok = Tokenizer.from_dir(args.tokenizer)
         model = build_model(_config_for_tokenizer(preset(args.preset), tok))
         model.tokenizer = tok
     _freeze_all_but(model, ("language_model.",))
