@@ -230,6 +230,13 @@ def test_corpus_is_reproducible_and_resumes(tiny_corpus, tmp_path):
     _build(tmp_path, workers=1)
     for split in ("train", "val-unseen-voice", "val-unseen-text", "val-unseen-both"):
         assert _rows(tmp_path, split) == _rows(tiny_corpus, split), split
+    # a run killed while appending its last row: half a line, and that item renders again
+    partial = tmp_path / ".partial" / "train.jsonl"
+    lines = partial.read_text("utf-8").splitlines(keepends=True)
+    partial.write_text("".join(lines[:-1]) + lines[-1][:40], "utf-8")
+    _build(tmp_path, workers=1)
+    assert _rows(tmp_path, "train") == _rows(tiny_corpus, "train")
+    assert partial.read_text("utf-8").splitlines() == [x.rstrip("\n") for x in lines]
     first = tiny_corpus / _rows(tiny_corpus, "train")[0]["audio"]
     mtime = first.stat().st_mtime_ns
     _build(tiny_corpus, workers=2)  # everything exists: nothing is re-rendered

@@ -219,18 +219,29 @@ def _conv_item(cfg, lang, split, i, voices, sents, rng) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- build
+def _finished_rows(path: Path) -> list[dict]:
+    """The rows a run appended to `path`. A run killed while writing leaves a last line without its
+    newline: it is cut off here (the item renders again), so that the next appended row starts on a
+    line of its own."""
+    if not path.exists():
+        return []
+    text = path.read_text("utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text, "utf-8")
+        print(f"[corpus] {path}: dropped an unfinished last line", file=sys.stderr)
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def build(cfg: BuildConfig) -> dict[str, int]:
     out = Path(cfg.out)
     (out / ".partial").mkdir(parents=True, exist_ok=True)
     items = [it for lang in cfg.langs for it in plan_language(cfg, lang)]
     done: dict[str, dict] = {}
     for split in SPLITS:
-        p = out / ".partial" / f"{split}.jsonl"
-        if p.exists():
-            for line in p.read_text("utf-8").splitlines():
-                row = json.loads(line)
-                if (out / row["audio"]).exists():
-                    done[row["id"]] = row
+        for row in _finished_rows(out / ".partial" / f"{split}.jsonl"):
+            if (out / row["audio"]).exists():
+                done[row["id"]] = row
     todo = [(it, str(out)) for it in items if it["id"] not in done]
     print(
         f"[corpus] {len(items)} items planned, {len(done)} already done, {len(todo)} to render",
