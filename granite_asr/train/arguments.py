@@ -31,6 +31,47 @@ def _add_export_arguments(ap: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_text_arguments(ap: argparse.ArgumentParser) -> None:
+    """Text for the tokenizer and lm stages, and the text batches trained beside speech."""
+    ap.add_argument(
+        "--text",
+        help="tokenizer/lm stages and --text-weight: a text file, one document per line (default: offline corpus text)",
+    )
+    ap.add_argument(
+        "--text-pairs", action="store_true",
+        help="lm stage and --text-weight: only the offline text's translation pairs (`src\\nLanguage: tgt`)",
+    )  # fmt: skip
+    ap.add_argument("--batch-tokens", type=int, default=6000, help="lm stage: tokens per batch")
+    ap.add_argument(
+        "--text-weight",
+        type=float,
+        default=0.0,
+        help="joint/speech/plus: weight of a next-token loss on text-only batches beside each speech batch",
+    )
+    ap.add_argument(
+        "--text-batch-tokens", type=int, default=2000, help="tokens per text batch (--text-weight)"
+    )
+
+
+def _add_augment_arguments(ap: argparse.ArgumentParser) -> None:
+    """Feature-level augmentations of the speech stages, applied to the cached features."""
+    ap.add_argument("--spec-augment", action="store_true")
+    ap.add_argument(
+        "--vtlp",
+        type=float,
+        default=0.0,
+        help="vocal-tract-length perturbation: max mel-axis warp (e.g. 0.1)",
+    )
+    ap.add_argument(
+        "--eq-db", type=float, default=0.0,
+        help="random spectral colouring: peak gain (dB) of a smooth per-utterance mel-axis curve (e.g. 6)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--gain-db", type=float, default=0.0,
+        help="recording level: half the utterances made quieter by up to this many dB (e.g. 24)",
+    )  # fmt: skip
+
+
 def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argparse.ArgumentParser:
     """`granite-asr train STAGE ...`: one parser for every stage (`recipe.STAGES`)."""
     ap = argparse.ArgumentParser(
@@ -52,39 +93,17 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
     )
     ap.add_argument("--split", default="train", help="manifest <corpus>/<split>.jsonl to train on")
     ap.add_argument("--langs", default=",".join(langs))
-    ap.add_argument(
-        "--text",
-        help="tokenizer/lm stages and --text-weight: a text file, one document per line (default: offline corpus text)",
-    )
-    ap.add_argument(
-        "--text-pairs", action="store_true",
-        help="lm stage and --text-weight: only the offline text's translation pairs (`src\\nLanguage: tgt`)",
-    )  # fmt: skip
+    _add_text_arguments(ap)
     ap.add_argument("--vocab", type=int, default=8192)
     _add_wordlm_arguments(ap)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--batch-seconds", type=float, default=160.0, help="audio per batch (padded)")
-    ap.add_argument("--batch-tokens", type=int, default=6000, help="lm stage: tokens per batch")
-    ap.add_argument("--spec-augment", action="store_true")
+    _add_augment_arguments(ap)
     ap.add_argument(
         "--precompute-encoder", action="store_true",
         help="speech stage: run the frozen encoder once over the split and train on its outputs",
-    )  # fmt: skip
-    ap.add_argument(
-        "--vtlp",
-        type=float,
-        default=0.0,
-        help="vocal-tract-length perturbation: max mel-axis warp (e.g. 0.1)",
-    )
-    ap.add_argument(
-        "--eq-db", type=float, default=0.0,
-        help="random spectral colouring: peak gain (dB) of a smooth per-utterance mel-axis curve (e.g. 6)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--gain-db", type=float, default=0.0,
-        help="recording level: half the utterances made quieter by up to this many dB (e.g. 24)",
     )  # fmt: skip
     ap.add_argument("--p-translate", type=float, default=0.3)
     ap.add_argument("--p-speakers", type=float, default=0.4, help="plus stage: share of speaker-turn prompts")
@@ -92,15 +111,6 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
     ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")
     ap.add_argument("--speech-weight", type=float, default=1.0, help="joint stage: weight of the LM loss")
     ap.add_argument("--draft-dropout", type=float, default=0.1)
-    ap.add_argument(
-        "--text-weight",
-        type=float,
-        default=0.0,
-        help="joint/speech/plus: weight of a next-token loss on text-only batches beside each speech batch",
-    )
-    ap.add_argument(
-        "--text-batch-tokens", type=int, default=2000, help="tokens per text batch (--text-weight)"
-    )
     ap.add_argument("--encoder-from", help="checkpoint whose encoder replaces --init's (re-base a sibling)")
     ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
