@@ -42,6 +42,17 @@ def test_load_parallel():
     assert [(b, a) for a, b in text.load_parallel("fr", "en")] == pairs
 
 
+def test_training_text_pairs_only_keeps_the_pairs_in_their_order():
+    from granite_asr.train.text_data import training_text
+
+    if not text.mo_files("fr"):
+        pytest.skip("no French catalogs installed")
+    every = training_text(("fr",), seed=3)
+    pairs = training_text(("fr",), seed=3, pairs_only=True)
+    assert 100 < len(pairs) < len(every)
+    assert pairs == [d for d in every if "\nEnglish: " in d]  # French sources: every pair targets English
+
+
 def test_speakable_filter():
     ok = ["Open the file in a new window.", "Voulez-vous enregistrer les modifications ?", "今日は晴れです。"]
     bad = [

@@ -95,6 +95,8 @@ def test_lm_stage_continues_from_a_checkpoint_with_its_tokenizer(lm_checkpoint, 
     assert first < 0.8 * np.mean(_losses(lm_checkpoint)[:3])
     tok = granite_asr.load_model(out / "latest").tokenizer
     assert tok.vocab_size == granite_asr.load_model(lm_checkpoint / "latest").tokenizer.vocab_size
+    with pytest.raises(SystemExit, match="--text-pairs"):  # pairs come from the offline text only
+        recipe.main(args + ["--text-pairs"] + _common(tmp_path / "lm3", 1))
 
 
 def _stage_args(stage, corpus, lm_checkpoint, tmp_path) -> list[str]:

@@ -150,10 +150,11 @@ def _with_text(model, args, loss_fn, batches):
 
 def _documents(args) -> list[str]:
     """Text documents: `--text` (one per line) or the offline corpus text, held-out sentences excluded."""
+    if args.text and args.text_pairs:
+        raise SystemExit("--text-pairs selects from the offline text: it cannot be used with --text")
     if args.text:
         return [line for line in Path(args.text).read_text("utf-8").splitlines() if line.strip()]
-    docs = training_text(tuple(args.langs.split(",")), args.seed)
-    return [d for d in docs if "\n" in d] if args.text_pairs else docs
+    return training_text(tuple(args.langs.split(",")), args.seed, pairs_only=args.text_pairs)
 
 
 def _rebuild(old: torch.nn.Module, name: str) -> torch.nn.Module:

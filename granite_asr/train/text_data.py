@@ -20,18 +20,20 @@ SPECIALS = ["<|end_of_text|>", "<|pad|>", "<|start_of_role|>", "<|end_of_role|>"
 AUDIO = "<|audio|>"
 
 
-def training_text(langs: tuple[str, ...], seed: int) -> list[str]:
-    """Training sentences of every language, plus translation pairs written as `src\\nLanguage: tgt`."""
+def training_text(langs: tuple[str, ...], seed: int, pairs_only: bool = False) -> list[str]:
+    """Training sentences of every language, plus translation pairs written as `src\\nLanguage: tgt`;
+    `pairs_only` keeps just the pairs, in the order they have among all the documents."""
     cfg = corpus.BuildConfig(out=Path("."), langs=langs, seed=seed)
-    docs: list[str] = []
+    docs: list[tuple[str, bool]] = []  # (document, is a translation pair)
     for lang in langs:
         train, _held, trans = corpus.text_pools(cfg, lang)
-        docs += [str(s) for s in train]
+        docs += [(str(s), False) for s in train]
         for src in map(str, train):
             for tgt_lang, tgt in trans.get(src, {}).items():
-                docs.append(f"{src}\n{LANGUAGE_NAMES[tgt_lang]}: {tgt}")
+                docs.append((f"{src}\n{LANGUAGE_NAMES[tgt_lang]}: {tgt}", True))
     rng = np.random.default_rng(seed)
-    return [docs[i] for i in rng.permutation(len(docs))]
+    shuffled = (docs[i] for i in rng.permutation(len(docs)))
+    return [doc for doc, pair in shuffled if pair or not pairs_only]
 
 
 def train_bpe(
