@@ -379,13 +379,21 @@ def _default_50hz() -> SpeechConfig:
     )
 
 
-def _default() -> SpeechConfig:
-    """The embedded model shipped in the repo (~20 M parameters, ~40 MB bf16): `default-50hz` with 4
-    stacked mel frames (`input_dim` 320, a 25 Hz encoder, 5 audio tokens/s), the geometry of the NOTES
-    run that learned char CTC on this CPU, at half the encoder cost per second of audio. Every value is a
-    field of the official config (NOTES: same architecture, its own sizes)."""
+def _default_25hz() -> SpeechConfig:
+    """`default-50hz` with 4 stacked mel frames (`input_dim` 320, a 25 Hz encoder, 5 audio tokens/s), the
+    geometry of the NOTES run that learned char CTC on this CPU, at half the encoder cost per second of
+    audio: the 6-layer model the embedded default was trained as until session 10 (its recipe's first
+    stages build it). Every value is a field of the official config (NOTES: same architecture, its own
+    sizes)."""
     c = _default_50hz()
     return c.replace(encoder=dataclasses.replace(c.encoder, input_dim=320))
+
+
+def _default() -> SpeechConfig:
+    """The embedded model shipped in the repo (~23 M parameters, ~45 MiB bf16): `default-25hz` with its
+    encoder grown to 8 layers (recipes/RESULTS.md, sessions 10-12: two layers repeated, then trained)."""
+    c = _default_25hz()
+    return c.replace(encoder=dataclasses.replace(c.encoder, num_layers=8))
 
 
 PRESETS = {
@@ -394,7 +402,7 @@ PRESETS = {
     "tiny-nar": lambda: _tiny("nar"),
     "default": _default,
     "default-50hz": _default_50hz,
-    "default-25hz": _default,  # the name session 2's recipe commands used (recipes/RESULTS.md)
+    "default-25hz": _default_25hz,  # 6 layers: the recipe's first stages (recipes/RESULTS.md)
     "2b": _official_ar,
     "2b-plus": _official_plus,
     "2b-nar": _official_nar,

@@ -40,8 +40,9 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # Shipped (session 3, mid-layer char head): en 49.2, fr 37.9, de 36.2, es 27.4, pt 24.2, ja 10.6 (katakana
 # reading); the same weights read at the last block (`ctc_char_layer` "final", session 5): en 43.7,
 # fr 43.9, de 17.4, es 10.5, pt 12.1, ja 12.8; joint27 (session 7, last block): en 40.5, fr 43.2, de 14.5,
-# es 8.1, pt 7.6, ja 8.5.
-CER_BOUND = {"en": 46.0, "fr": 49.0, "de": 20.0, "es": 13.0, "pt": 13.0, "ja": 14.0}
+# es 8.1, pt 7.6, ja 8.5; grow8c (session 12, 8-layer encoder): en 34.9, fr 39.4, de 13.0, es 6.5, pt 6.1,
+# ja 6.4.
+CER_BOUND = {"en": 41.0, "fr": 45.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
 def cer(item: dict, hypothesis: str) -> float:
@@ -92,14 +93,14 @@ def test_transcript_of_bundled_sample(greedy, item):
 # LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
 # the texts (RESULTS.md).
-MODEL_SHA256 = "92ef86a30b95d37845594bd67ec037ce62fad551e9414478565362b807b5ddf1"
+MODEL_SHA256 = "d157ebd8945a9784d83be0497988fd4bd2afaa8297c5ecc41506314a72e1c2e3"
 EXACT_GREEDY = {
-    "en.flac": "the pbe requis one o m ry ur ami dadons to benstald on ab dite geno ata oin de you ont to trit in tal hem",
-    "fr.flac": "le cadre peue êtrie defasnat squeletepispace de l nalor comet ulicaton itst parndnateur",
-    "de.flac": "wir solten nicht imanur an die dunkentager unseres lebenstenken",
-    "es.flac": "especifica que los prámtros dela impresra se aplique para imprimir asi como para formate ar la visualizaciónem pantala",
-    "pt.flac": "se proceduir a informação de conta será definite vamente eliminada",
-    "ja.flac": "コレイチブノサビスヲヨービホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
+    "en.flac": "this be requis whone o moyusa y dadon to benstald on op dite en o ot rin do yu want to trit instal thm",
+    "fr.flac": "les care peuetêtrerier defasont sqce le epispaes de l alore com ublication asistsparendiateur",
+    "de.flac": "wir solten nicht manur an die dunklen tager unseres lebenstenken",
+    "es.flac": "especifica que los paramtros de la impresora se aplique para imprimir asi como para formte ar lavisualización en pantarlla",
+    "pt.flac": "se procegir a informação de conta seráa definitivamente eliminada",
+    "ja.flac": "コレバイチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "de.tsv.gz": "7187f90708f6f1fc",
@@ -110,12 +111,12 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "pt.tsv.gz": "bf09f633ca247c24",
 }
 EXACT = {
-    "en.flac": "the be require one done to be install an date out in the you want to try it all them",
-    "fr.flac": "le cadre perte de actuel est alors complication séparateur",
-    "de.flac": "wir sollten nicht mann uhr an die denken tage unseres lebens denken",
+    "en.flac": "this be require one may use done to be install update not in do you want to try to install them",
+    "fr.flac": "les cartes trier ans les pas alors complication spartiate sur",
+    "de.flac": "wir sollten nicht man nur an die dunklen tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se aplique para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
-    "ja.flac": "これ一部のサービスを曜日ホストに関連する接続のデータの転送率を制限します",
+    "ja.flac": "これら一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
 }
 
 
@@ -135,9 +136,10 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
 
 # WER (%) of the word-LM transcripts (Japanese: CER against the written text, kanji and all) when the
 # bundled LMs shipped (session 8: general words and a Japanese LM; session 9: spell-checked general words),
-# plus a margin: the search must keep the words it found. Measured: en 69.2, fr 92.3 (96.2), de 25.0, es 5.3, pt 11.1, ja 10.8 (greedy: en 88.5,
-# fr 92.3, de 58.3, es 57.9, pt 33.3, ja 102.7, katakana against kanji).
-WER_BOUND = {"en": 75.0, "fr": 100.0, "de": 32.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
+# plus a margin of about one word: the search must keep the words it found. Measured with joint27: en 69.2,
+# fr 92.3 (96.2), de 25.0, es 5.3, pt 11.1, ja 10.8; with grow8c (session 12): en 50.0, fr 96.2, de 8.3,
+# es 5.3, pt 11.1, ja 10.8.
+WER_BOUND = {"en": 56.0, "fr": 100.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 
 @pytest.mark.parametrize(
@@ -149,8 +151,9 @@ def test_word_lm_search_finds_the_words(batch, item):
     assert got <= WER_BOUND[item["language"]], f"{item['file']}: {res.text!r} (WER {got:.1f} %)"
 
 
-# Words of the references that the plain search misses on these samples (session 8)
-KEYWORDS = {"de.flac": "dunklen", "es.flac": "apliquen", "pt.flac": "eliminada"}
+# Words of the references that the plain search misses on these samples (session 8; de since session 12,
+# when the plain search began to find "dunklen")
+KEYWORDS = {"de.flac": "immer", "es.flac": "apliquen", "pt.flac": "eliminada"}
 
 
 @pytest.mark.parametrize("file", sorted(KEYWORDS))

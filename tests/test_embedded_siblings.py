@@ -1,7 +1,7 @@
 """Slow tier: the embedded siblings `default-nar` and `default-plus` (issue 4 §4), end to end.
 
 They are the 2b-nar and 2b-plus compositions trained from the embedded default (recipes/RESULTS.md,
-session 4) and read the encoder they share with it from `assets/default` (`granite_asr.base_weights`),
+sessions 4 and 12) and read the encoder they share with it from `assets/default` (`granite_asr.base_weights`),
 so each ships as its own projector and decoder. Their transcripts are poor (RESULTS.md has the figures);
 these tests pin what they output, exactly, for these weights (a regression guard on the NAR edit path and
 the Plus tag parsing with real models), check the structure users rely on, and measure the word timing
@@ -48,13 +48,13 @@ def test_siblings_store_only_what_differs_from_the_default(name):
         assert not any(k.startswith("encoder.") for k in stored)
 
 
-NAR_SHA256 = "1c0b329ce8de9187ec04eb2d0517c1c0fa83406e619d855402cb50d4817fbcfd"
+NAR_SHA256 = "e203d0483158e4747f108f875942873eaf423a4d78f0bad5f37ff6cb7207446d"
 NAR_EXACT = {
-    "en.flac": "This is be, was one or more you a to to it but that, only to, you want to to all them.",
-    "fr.flac": "Les peuvent être de défaut à que le texte pas de la, par.",
-    "de.flac": "Wie man sollte nicht man nur die denkeresben kann.",
-    "es.flac": "Especifica que los de la im se a para imante, como para forma laación en.",
-    "pt.flac": "Se a información de definirada",
+    "en.flac": "This is be required one, more you a as to installed on data not aing, you want to all them.",
+    "fr.flac": "Les peut être de deant ce le texte de la' « comme’é parateur.",
+    "de.flac": "Wie man sollte nicht im man nur an die denkageches le Lebenken.",
+    "es.flac": "Especifica se que los parametros de la imora se a para imarir, si como para forma a lavisación ena.",
+    "pt.flac": "Se você vocêir a informações de conta seráada.",
 }
 
 
@@ -68,13 +68,13 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
     assert model.transcribe(files[1], progress=False).text == batch[1].text
 
 
-PLUS_SHA256 = "02747cc5984d81205506c47b0c569d07665c2c154135f180729f207576676a0f"
+PLUS_SHA256 = "b811a685c6fda7c6c3a1043624dfa8331247f22100bbf92d1e1f6862ae71102c"
 PLUS_TURNS = [
-    ("Speaker 1", "Impossível alocar novo pixbuf"),
-    ("Speaker 2", "Não foi possível bloquear o cenário na tabela com uma consulta."),
-    ("Speaker 1", "Aqui jovem não raízes do que agem não sabe a mina mina longe."),
-    ("Speaker 1", "O Ubuntamos de as pessoas que não sabem ler, minha na barra lateral daa em branco sem problemas que não é a"),
-    ("Speaker 1", "única."),
+    ("Speaker 1", "Copiar os contactos selecionados para outro livro de endereços"),
+    ("Speaker 2", "Aplicar o tipo de ficheiro usado por predefinição"),
+    ("Speaker 1", "O arquivo de erros toade, mas não será aberto."),
+    ("Speaker 2", "Se age de"),
+    ("Speaker 2", "saco e um olha um muambeiro de Miami ficou de energia"),
 ]  # fmt: skip
 
 
@@ -93,7 +93,7 @@ def test_plus_sibling_writes_speaker_turns(plus):
 def test_plus_sibling_times_words_with_its_own_tags(plus):
     res = plus.transcribe(str(SAMPLES / CONVERSATION["file"]), model_timestamps=True, progress=False)
     words = res.words
-    assert len(words) > 20 and res.text.startswith("Saída os dados e")
+    assert len(words) > 20 and res.text.startswith("Enviar que você está triste")
     starts = [w.start for w in words]
     assert starts == sorted(starts) and all(0 <= w.start <= w.end <= 25.74 for w in words)
     assert "[T:" not in res.text and "_" not in res.text.split()  # tags parsed away, silences dropped
@@ -102,8 +102,9 @@ def test_plus_sibling_times_words_with_its_own_tags(plus):
 def test_ctc_aligner_times_the_reference_words_of_a_conversation():
     """Given the right words, the default model's char-CTC forced alignment places their ends within
     200 ms of the synthesis times for most words (measured with the char head on the last block, the
-    config's `ctc_char_layer`: mean 105 ms, 85 % within 200 ms on this sample with joint27's encoder, 116 ms
-    and 80 % with joint25c's; over conv-val 62 ms and 93 % at the mid layer)."""
+    config's `ctc_char_layer`: mean 103 ms, 88 % within 200 ms on this sample with grow8c's encoder, 105 ms
+    and 85 % with joint27's, 116 ms and 80 % with joint25c's; over conv-val 62 ms and 93 % at the mid
+    layer)."""
     model = granite_asr.load_model()
     audio = load_audio(SAMPLES / CONVERSATION["file"])
     errors = np.array(reference_alignment_errors(engine_for(model), [CONVERSATION], [audio]))

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
+from granite_asr.api import EMBEDDED_DIR
 from granite_asr.config import PRESETS, preset
+from granite_asr.model.checkpoint import read_config
 from granite_asr.model.hf_config import (
     OURS_KEY,
     config_from_hf,
@@ -283,3 +285,12 @@ def test_preprocessor_melspec_and_flat_forms():
     flat = {"sampling_rate": 8000, "n_fft": 256, "win_length": 200, "hop_length": 80, "n_mels": 80}
     f = config_from_hf(d, preprocessor=flat).features
     assert (f.sample_rate, f.n_fft, f.win_length, f.hop_length) == (8000, 256, 200, 80)
+
+
+def test_default_preset_is_the_shipped_embedded_geometry():
+    """`preset("default")` builds what `granite_asr/assets/default` holds (the preset is the shipped
+    model's shape; its own decode settings, such as `auto_mode`, live in its config.json)."""
+    shipped, want = read_config(EMBEDDED_DIR), preset("default")
+    for section in ("features", "encoder", "projector", "text"):
+        g, w = dataclasses.asdict(getattr(shipped, section)), dataclasses.asdict(getattr(want, section))
+        assert {k: g[k] for k in w} == w, section

@@ -151,6 +151,19 @@ def test_plus_speaker_turns():
     assert plus_tags.strip_tags("[Speaker 1]: a [T:10] _ [T:20] b [T:30]") == "a b"
 
 
+@pytest.mark.parametrize("cut", ["[T:3", "[T:", "[T", "[ T: 12 ", "[", "[Speaker 2", "[Spea", "[Speaker"])
+def test_plus_tag_cut_off_at_the_token_limit_is_dropped(cut):
+    text = f"[Speaker 1]: a [T:10] b [T:20] c {cut}"
+    assert plus_tags.strip_tags(text) == "a b c"
+    assert [w.word for w in plus_tags.parse_timed_words(text)] == ["a", "b", "c"]
+    assert plus_tags.parse_speaker_turns(text) == [plus_tags.SpeakerTurn("1", "a [T:10] b [T:20] c")]
+
+
+def test_unclosed_bracket_that_is_not_a_tag_stays_text():
+    assert plus_tags.strip_tags("a [T:10] b [laughs") == "a b [laughs"
+    assert plus_tags.drop_unfinished_tag("x [Speaker 1]: y") == "x [Speaker 1]: y"
+
+
 # ------------------------------------------------------------------------------------------ VAD, windows
 
 

@@ -6,6 +6,8 @@
 - Timestamp tags give each word's END time in centiseconds modulo 1000 (a 10 s rollover). Unwrapping
   (the card's rule): t = N/100 + 10·R, with R incremented whenever t would go backwards. A word starts
   where the previous tag ended; `_` marks silence: it advances time and is dropped.
+- A tag cut off at the end of the text (`… word [T:3`, `… [Speaker 2`: generation stopped at its token
+  limit mid-tag) is dropped before parsing, so it never reaches the transcript.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 SPEAKER_RE = re.compile(r"\[Speaker\s+([^\]]+)\]\s*:?")
 TIME_RE = re.compile(r"\[T:\s*(\d+)\s*\]")
+OPEN_BRACKET_AT_END_RE = re.compile(r"\[[^\[\]]*$")
+TIME_TAG_PREFIX_RE = re.compile(r"T\s*(?::\s*\d*\s*)?")
 ROLLOVER_SECONDS = 10.0  # N is centiseconds mod 1000
 SILENCE = "_"
 
@@ -40,12 +44,29 @@ def has_time_tags(text: str) -> bool:
     return TIME_RE.search(text) is not None
 
 
+def drop_unfinished_tag(text: str) -> str:
+    """Cut a speaker or time tag that the text ends inside of (`… b [T:3` → `… b `); else unchanged.
+
+    Only the beginnings of the two tag forms are cut: `[T`, `[T:`, `[T:3`, `[Spea`, `[Speaker 2`. Any
+    other unclosed bracket (`[laughs`) is text the model wrote and is kept.
+    """
+    m = OPEN_BRACKET_AT_END_RE.search(text)
+    if m is None:
+        return text
+    body = m.group()[1:].lstrip()
+    head = body.split(maxsplit=1)[0] if body else ""
+    if TIME_TAG_PREFIX_RE.fullmatch(body) or "Speaker".startswith(head):
+        return text[: m.start()]
+    return text
+
+
 def parse_speaker_turns(text: str) -> list[SpeakerTurn]:
     """`[Speaker 1]: Hello how are you [Speaker 2]: I'm fine` → turns with stripped text.
 
     Empty turns (a tag followed directly by another tag) are dropped; consecutive turns of the same
     speaker are merged, so a turn boundary always means a speaker change.
     """
+    text = drop_unfinished_tag(text)
     turns: list[SpeakerTurn] = []
     pos, speaker = 0, None
     for m in SPEAKER_RE.finditer(text):
@@ -67,7 +88,7 @@ def _add_turn(turns: list[SpeakerTurn], speaker: str | None, chunk: str) -> None
 
 def strip_tags(text: str) -> str:
     """Plain transcript: speaker tags, time tags and silence markers removed, spaces normalised."""
-    text = TIME_RE.sub(" ", SPEAKER_RE.sub(" ", text))
+    text = TIME_RE.sub(" ", SPEAKER_RE.sub(" ", drop_unfinished_tag(text)))
     return " ".join(w for w in text.split() if w != SILENCE)
 
 
@@ -77,6 +98,7 @@ def parse_timed_words(text: str, offset: float = 0.0) -> list[TimedWord]:
     Several words before one tag share its interval evenly (the model should not do that, but a word is
     never lost). Words after the last tag have no end time: they get a zero-length span at the last end.
     """
+    text = drop_unfinished_tag(text)
     words: list[TimedWord] = []
     prev_end, rollovers, pos = 0.0, 0, 0
     for m in TIME_RE.finditer(text):
