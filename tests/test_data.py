@@ -14,6 +14,7 @@ import soundfile as sf
 
 from granite_asr.data import augment as aug
 from granite_asr.data import corpus, render, text, tts
+from granite_asr.train.text_data import training_text
 
 SENTENCE = {"en": "The weather is lovely today.", "ja": "今日はとても良い天気ですね。"}
 
@@ -43,8 +44,6 @@ def test_load_parallel():
 
 
 def test_training_text_pairs_only_keeps_the_pairs_in_their_order():
-    from granite_asr.train.text_data import training_text
-
     if not text.mo_files("fr"):
         pytest.skip("no French catalogs installed")
     every = training_text(("fr",), seed=3)
