@@ -284,3 +284,18 @@ def encode_prompts(
             input_ids[b, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[b, width - len(ids) :] = 1
     return input_ids, attention_mask
+
+
+_TIME_TAG_CHARS = frozenset("0123456789[]:T \t")
+
+
+def time_tag_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokens a 2b-plus `[T:N]` tag can be spelled with (SPEC §7.3): nothing but digits,
+    brackets, `T`, `:` and spaces. The repetition guard looks through them in timestamp mode, where
+    each copy of a loop carries its own time (`decoding.greedy.loop_cut`)."""
+    out = []
+    for i in range(tokenizer.vocab_size):
+        text = tokenizer.decode([i], skip_special_tokens=True)
+        if text and set(text) <= _TIME_TAG_CHARS:
+            out.append(i)
+    return out

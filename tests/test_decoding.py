@@ -11,7 +11,7 @@ import torch
 
 from granite_asr.audio.features import FeatureExtractor
 from granite_asr.decoding.beam import beam_search
-from granite_asr.decoding.greedy import greedy_search, loop_period, prefill
+from granite_asr.decoding.greedy import greedy_search, loop_cut, loop_period, prefill
 from granite_asr.decoding.speculative import ctc_scored, speculative_decode
 from granite_asr.lengths import lengths_to_mask
 from granite_asr.model.ctc import greedy_decode
@@ -172,6 +172,24 @@ def test_loop_period():
     assert loop_period(hist, max_repeats=2, window=5).tolist() == [0, 1, 0]  # 3 copies of a 2-gram need 6
 
 
+def test_loop_cut_looks_through_skipped_tokens():
+    """A loop whose copies differ only in skipped tokens (2b-plus time digits) is found and cut to one copy."""
+    tagged = [5, 1, 90, 2, 91, 1, 92, 2, 93, 1, 94, 2, 95]  # 5, then (1 2) three times, a digit after each
+    hist = torch.tensor(
+        [tagged, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [90, 91, 92, 93, 94, 95, 96, 1, 2, 1, 2, 1, 2]]
+    )
+    skip = torch.arange(90, 100)
+    assert loop_cut(hist, 2, 64)[0].tolist() == [0, 0, 2]  # exact n-grams only: the digits hide row 0's loop
+    period, keep = loop_cut(hist, 2, 64, skip)
+    assert period.tolist() == [2, 0, 2]
+    assert keep.tolist() == [5, 13, 9]  # row 0 keeps 5 1 90 2 91: one copy with its own digits
+    assert loop_cut(hist, 2, 5, skip)[0].tolist() == [0, 0, 0]  # the window counts unskipped tokens only
+    # only skipped tokens (a run of one digit): nothing counted, so no loop
+    digits_only = torch.full((1, 7), 90)
+    assert [t.tolist() for t in loop_cut(digits_only, 2, 64, skip)] == [[0], [7]]
+    assert loop_cut(hist, 2, 64, torch.tensor([], dtype=torch.long))[1].tolist() == [13, 13, 9]
+
+
 def looping_model(tiny):
     """The tiny model with a +10 bias on one ordinary token's ÷8 logit (logits are ~±1): it repeats forever."""
     favourite = tiny.tokenizer.encode(" the")[0]
@@ -194,6 +212,33 @@ def test_repetition_guard_stops_a_loop(tiny, monkeypatch):
             assert h.stop == "repeat" and len(h.tokens) < 40
             assert h.tokens.count(favourite) == 1  # the loop is cut to one copy
             assert len(h.logprobs) == len(h.tokens)
+
+
+def test_repetition_guard_looks_through_time_tags(tiny, monkeypatch):
+    """A loop of one word whose every copy has its own 'time' token: the plain guard cannot see it,
+    the guard told to skip those tokens (the engine does so in timestamp mode) cuts it to one copy."""
+    favourite = tiny.tokenizer.encode(" the")[0]
+    digits = [i for i in range(200, 300) if i != favourite]
+    head, calls = tiny.language_model.logits, []
+
+    def alternating(hidden):  # step k favours " the" on even k, a new digit token on odd k
+        out, k = head(hidden), len(calls)
+        calls.append(k)
+        out[..., favourite if k % 2 == 0 else digits[k // 2]] += 10.0
+        return out
+
+    monkeypatch.setattr(tiny.language_model, "logits", alternating)
+    _, embeds, valid, _ = prompt_inputs(tiny, clips((0.8,)))
+    opts = DecodeOptions(max_new_tokens=40, max_repeats=4, repeat_window=32)
+    for search in (greedy_search, beam_search):
+        for skip, stop in ((None, "length"), (torch.tensor(digits), "repeat")):
+            calls.clear()
+            (h,) = search(tiny, prefill(tiny, embeds, valid, 40), eos_id=-1, options=opts, guard_skip=skip)
+            assert h.stop == stop
+            if stop == "repeat":
+                assert h.tokens == (favourite, digits[0]) and len(h.logprobs) == 2
+            else:  # the loop is real: " the", a new digit, " the", … to the token limit
+                assert h.tokens[:4] == (favourite, digits[0], favourite, digits[1]) and len(h.tokens) == 40
 
 
 def test_ctc_scored_matches_greedy_decode():

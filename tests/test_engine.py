@@ -4,6 +4,7 @@ errors before compute (issue 3 item 1)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from granite_asr import char_vocab
 from granite_asr.audio.features import FeatureExtractor
 from granite_asr.decoding.simple import greedy_transcribe
 from granite_asr.engine import Engine, EngineResult, plan_batches
+from granite_asr.engine.engine import TIMESTAMP_TOKENS_PER_SECOND
 from granite_asr.options import DecodeOptions, TranscribeOptions
 
 from .helpers_model import build_tiny
@@ -57,6 +59,9 @@ CASES = [
     ("tiny", opts("speculative", confidence_threshold=0.0022)),
     ("tiny-plus", opts("ar").replace(speakers=True)),
     ("tiny-plus", opts("ctc")),
+    # timestamp mode: each row's token budget follows its own audio length (Engine._budgets)
+    ("tiny-plus", opts("ar", max_new_tokens=4).replace(model_timestamps=True)),
+    ("tiny-plus", opts("ar", max_new_tokens=4, beam_size=2).replace(model_timestamps=True)),
     ("tiny-nar", opts("nar")),
     ("tiny-nar", opts("ctc")),
 ]
@@ -121,6 +126,18 @@ def test_repetition_guard_in_engine(engines):
     results = engines["tiny-plus"].run(AUDIOS, opts(max_new_tokens=40, max_repeats=3, repeat_window=16))
     assert any(r.stop_reason == "repeat" for r in results)  # the random Plus model loops
     assert all(len(r.tokens) < 40 for r in results if r.stop_reason == "repeat")
+
+
+def test_timestamp_mode_budget_follows_the_audio(engines):
+    """`word [T:N]` costs ~9 tokens a word: in timestamp mode a row may write TIMESTAMP_TOKENS_PER_SECOND
+    per second of its audio, above max_new_tokens; plain transcription keeps max_new_tokens."""
+    engine, audios = engines["tiny-plus"], clips((1.0, 2.0))
+    plain = engine.run(audios, opts(max_new_tokens=4, max_repeats=0))
+    assert [len(r.tokens) for r in plain if r.stop_reason == "length"] == [4, 4]
+    timed = engine.run(audios, opts(max_new_tokens=4, max_repeats=0).replace(model_timestamps=True))
+    budgets = [math.ceil(len(a) / 16000 * TIMESTAMP_TOKENS_PER_SECOND) for a in audios]
+    assert [r.stop_reason for r in timed] == ["length", "length"]  # the random model never ends
+    assert [len(r.tokens) for r in timed] == budgets and budgets[1] > budgets[0] > 4
 
 
 def test_plan_batches_buckets_and_restores_order():

@@ -12,6 +12,7 @@ from granite_asr.prompts import (
     canonical_language,
     encode_prompts,
     expand_audio_tokens,
+    time_tag_token_ids,
     validate_task,
 )
 from granite_asr.tokenizer import Tokenizer
@@ -189,3 +190,13 @@ def test_tokenizer_no_bos_specials_and_save(tmp_path):
     assert again.encode("hello world <|audio|>") == tok.encode("hello world <|audio|>")
     assert again.vocab_size == tok.vocab_size and again.pad_id == 1
     assert Tokenizer.from_dir(tmp_path / "empty") is None
+
+
+def test_time_tag_token_ids_cover_the_tags_and_no_words():
+    tok = make_tokenizer()
+    tags = set(time_tag_token_ids(tok))
+    for text in (" [T:1234]", " [T:5]", "[T:999] ", " [T:0]"):
+        assert set(tok.encode(text)) <= tags, text
+    words = tok.encode(" the cat sat on a mat, or not")  # its letters (a bare space spells tags too)
+    assert not tags & {i for i in words if tok.decode([i]).strip()} and tok.encode(" 12")[-1] in tags
+    assert tok.eos_id not in tags and tok.audio_token_id not in tags

@@ -430,3 +430,44 @@ def test_load_model_attaches_transcribe(tmp_path):
     twin = copy.deepcopy(model)
     assert twin.transcribe.__self__ is twin  # the bound method follows the copy
     assert "transcribe" not in model.state_dict() and isinstance(model, torch.nn.Module)
+
+
+def scripted_plus(monkeypatch, scripts: list[str]):
+    """tiny-plus whose decoder writes scripts[j] on its j-th prefill (then EOS): a real model and engine,
+    its head pushed by +1e4 towards the scripted token at every step."""
+    model = tiny_model("tiny-plus")
+    tok, lm = model.tokenizer, model.language_model
+    ids = [tok.encode(s) + [tok.eos_id] for s in scripts]
+    state = {"run": -1, "step": 0}
+    prefill, head = model.prefill, lm.logits
+
+    def counted_prefill(*args, **kwargs):
+        state["run"], state["step"] = state["run"] + 1, 0
+        return prefill(*args, **kwargs)
+
+    def scripted(hidden):
+        out, script = head(hidden), ids[min(state["run"], len(ids) - 1)]
+        out[..., script[min(state["step"], len(script) - 1)]] += 1e4
+        state["step"] += 1
+        return out
+
+    monkeypatch.setattr(model, "prefill", counted_prefill)
+    monkeypatch.setattr(lm, "logits", scripted)
+    return model, state
+
+
+def test_timestamp_loop_is_cut_and_the_window_resumed_after_its_last_word(monkeypatch):
+    """A loop whose copies differ only in their times is stopped by the guard (it looks through the
+    tags) and the rest of the window is decoded again from the last timed word (Whisper's seek)."""
+    loop = " hello [T:50]" + "".join(f" a [T:{60 + 10 * k}]" for k in range(20))
+    model, state = scripted_plus(monkeypatch, [loop, " world [T:100]"])
+    audio = (0.1 * np.random.default_rng(0).standard_normal(3 * SR)).astype(np.float32)
+    kw = {"vad": False, "model_timestamps": True, "max_repeats": 2, "progress": False}
+    res = model.transcribe(audio, **kw)
+    assert state["run"] == 1  # decoded twice: the window, then its rest after 0.6 s
+    assert [(w.word.strip(), w.start, w.end) for w in res.words] == [
+        ("hello", 0.0, 0.5),
+        ("a", 0.5, 0.6),
+        ("world", 0.6, 1.6),
+    ]
+    assert res.text == "hello a world"

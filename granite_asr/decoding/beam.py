@@ -14,11 +14,13 @@ with its loop cut to one copy and stops extending.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from ..options import DecodeOptions
-from .greedy import DecoderState, Hypothesis, greedy_search, loop_period
+from .greedy import DecoderState, Hypothesis, greedy_search, loop_cut
 
 NEG_INF = float("-inf")
 
@@ -47,11 +49,22 @@ def _choose(values, sources, tokens, k: int, eos_id: int):
 
 @torch.inference_mode()
 def beam_search(
-    model: nn.Module, state: DecoderState, *, eos_id: int, options: DecodeOptions
+    model: nn.Module,
+    state: DecoderState,
+    *,
+    eos_id: int,
+    options: DecodeOptions,
+    guard_skip: torch.Tensor | None = None,
+    budgets: Sequence[int] | None = None,
 ) -> list[Hypothesis]:
-    """Beam search from `state` (its cache is expanded and reordered in place) → best Hypothesis per row."""
-    k, max_new, penalty = options.beam_size, options.max_new_tokens, options.length_penalty
+    """Beam search from `state` (its cache is expanded and reordered in place) → best Hypothesis per row.
+
+    guard_skip: token ids the repetition guard looks through (`greedy.loop_cut`); budgets: each row's
+    token limit (default `options.max_new_tokens`), as in `greedy_search`."""
+    k, penalty = options.beam_size, options.length_penalty
     b, v = state.logits.shape
+    limits = list(budgets) if budgets is not None else [options.max_new_tokens] * b
+    max_new = max(limits, default=0)
     if max_new < 1:
         return [Hypothesis((), (), 0.0, "length") for _ in range(b)]
     device, cache = state.logits.device, state.cache
@@ -91,7 +104,8 @@ def beam_search(
         hist = torch.cat([hist[src_t], tok_t[:, None]], dim=1)  # (G·k, t + 1)
         hist_lp = torch.cat([hist_lp[src_t], lp[src_t, tok_t][:, None]], dim=1)
         scores = torch.tensor(new_scores, device=device).view(g, k)
-        scores = _guard_and_length(hist, hist_lp, scores, rows, done, alive, t, options)
+        last = [t >= limits[r] - 1 for r in rows]
+        scores = _guard_and_length(hist, hist_lp, scores, rows, done, alive, last, options, guard_skip)
         if not any(alive):
             break
         keep_groups = [gi for gi in range(g) if alive[gi]]
@@ -104,35 +118,42 @@ def beam_search(
     return [max(hyps, key=lambda h: _normalised(h, penalty)) for hyps in done]  # every row finished
 
 
-def _guard_and_length(hist, hist_lp, scores, rows, done, alive, t, options) -> torch.Tensor:
-    """Finish looping beams (cut to one loop copy) and, at the last step, every live beam; update `alive`.
+def _guard_and_length(hist, hist_lp, scores, rows, done, alive, last, options, skip) -> torch.Tensor:
+    """Finish looping beams (cut to one loop copy) and, at a group's last step (`last`, one flag per
+    group), every live beam; update `alive`.
 
     hist, hist_lp (G·k, t + 1); scores (G, k) → scores with finished beams set to -inf.
     """
     g, k = scores.shape
-    last = t == options.max_new_tokens - 1
-    period = loop_period(hist, options.max_repeats, options.repeat_window).view(g, k).tolist()
+    period, cut = loop_cut(hist, options.max_repeats, options.repeat_window, skip)
+    period, cut = period.view(g, k).tolist(), cut.view(g, k).tolist()
     live = (scores > NEG_INF).tolist()
     for gi in range(g):
         if not alive[gi]:
             continue
         for j in range(k):
-            if not live[gi][j] or not (period[gi][j] or last):
+            if not live[gi][j] or not (period[gi][j] or last[gi]):
                 continue
-            keep = t + 1 - options.max_repeats * period[gi][j]
+            keep = cut[gi][j]
             lps = hist_lp[gi * k + j, :keep].tolist()
             stop = "repeat" if period[gi][j] else "length"
             done[rows[gi]].append(
                 Hypothesis(tuple(hist[gi * k + j, :keep].tolist()), tuple(lps), sum(lps), stop)
             )
             scores[gi, j] = NEG_INF
-        alive[gi] = not last and len(done[rows[gi]]) < k and bool((scores[gi] > NEG_INF).any())
+        alive[gi] = not last[gi] and len(done[rows[gi]]) < k and bool((scores[gi] > NEG_INF).any())
     return scores
 
 
 def autoregressive(
-    model: nn.Module, state: DecoderState, *, eos_id: int, options: DecodeOptions
+    model: nn.Module,
+    state: DecoderState,
+    *,
+    eos_id: int,
+    options: DecodeOptions,
+    guard_skip: torch.Tensor | None = None,
+    budgets: Sequence[int] | None = None,
 ) -> list[Hypothesis]:
     """Greedy for beam_size 1, beam search otherwise (the AR path and the speculative fallback)."""
     search = greedy_search if options.beam_size == 1 else beam_search
-    return search(model, state, eos_id=eos_id, options=options)
+    return search(model, state, eos_id=eos_id, options=options, guard_skip=guard_skip, budgets=budgets)

@@ -18,6 +18,7 @@ and inside any batch (tested), which makes bucketing free to reorder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,8 +38,11 @@ from ..model.checkpoint import cast_floating_state
 from ..model.conformer import EncoderOutput
 from ..model.quantize import is_quantized
 from ..options import TranscribeOptions
-from ..prompts import build_prompt, canonical_language, encode_prompts
+from ..prompts import build_prompt, canonical_language, encode_prompts, time_tag_token_ids
 from .batching import BatchPlan, auto_limits, plan_batches
+
+# Timestamp mode's token budget per second of audio (`Engine._budgets`): ~4 words/s at ~14 tokens each.
+TIMESTAMP_TOKENS_PER_SECOND = 60
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +96,7 @@ class Engine:
         self.tokenizer = model.tokenizer
         eos = self.tokenizer.eos_id if self.tokenizer is not None else None
         self.eos_id: int = model.config.text.eos_token_id if eos is None else eos
+        self._time_tag_ids: torch.Tensor | None = None  # built on the first timestamp-mode batch
 
     @property
     def device(self) -> torch.device:
@@ -200,8 +205,12 @@ class Engine:
         ids, valid = self._prompts(batch, options)
         embeds = model.merge_audio(ids, audio, lengths_to_mask(counts, audio.shape[1]))  # (B, L, E)
         if mode == "ar":
-            state = prefill(model, embeds, valid, dec.max_new_tokens)
-            hyps = autoregressive(model, state, eos_id=self.eos_id, options=dec)
+            budgets = self._budgets(batch, options)
+            state = prefill(model, embeds, valid, max(budgets))
+            skip = self._guard_skip(options)
+            hyps = autoregressive(
+                model, state, eos_id=self.eos_id, options=dec, guard_skip=skip, budgets=budgets
+            )
             char = self._char_logprobs(enc)
             return [self._result(char, enc, i, h, "ar") for i, h in enumerate(hyps)]
         rows = speculative_decode(model, enc, embeds, valid, eos_id=self.eos_id, options=dec)
@@ -210,6 +219,28 @@ class Engine:
             self._result(char, enc, i, r.hypothesis, f"speculative-{r.path}", r.draft)
             for i, r in enumerate(rows)
         ]
+
+    def _budgets(self, batch: AudioBatch, options: TranscribeOptions) -> list[int]:
+        """Each row's token limit: `max_new_tokens`, and in timestamp mode at least
+        `TIMESTAMP_TOKENS_PER_SECOND` per second of the row's own audio (so it decodes alike in any batch).
+
+        Every `word [T:N]` tag costs ~9 tokens (the digits one by one), so 448 tokens hold ~45 timed
+        words, about 15 s of speech: 30 s windows were cut mid-sentence (SPEC §7.3; the card uses 10000).
+        """
+        limit = options.decode.max_new_tokens
+        if not options.model_timestamps:
+            return [limit] * len(batch)
+        seconds = [self.geometry.seconds(int(n)) for n in batch.num_samples.tolist()]
+        return [max(limit, math.ceil(s * TIMESTAMP_TOKENS_PER_SECOND)) for s in seconds]
+
+    def _guard_skip(self, options: TranscribeOptions) -> torch.Tensor | None:
+        """The tokens the repetition guard looks through in timestamp mode: those of the `[T:N]` tags,
+        so that it compares the words of a loop whose every copy has its own time."""
+        if not options.model_timestamps:
+            return None
+        if self._time_tag_ids is None:
+            self._time_tag_ids = torch.tensor(time_tag_token_ids(self.tokenizer), dtype=torch.long)
+        return self._time_tag_ids.to(self.device)
 
     def _nar(self, batch: AudioBatch) -> list[EngineResult]:
         model = self.model

@@ -39,6 +39,10 @@ GROUP_SECONDS = 1800.0  # audio per Engine.run call, at most
 _DECODE_FIELDS = {f.name for f in dataclasses.fields(DecodeOptions)}
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(TranscribeOptions)}
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Timestamp mode: a window cut short is decoded again after its last timed word while at least
+# RESUME_MIN_SECONDS of it are left, at most MAX_RESUMES times (`_resume_cut_windows`).
+RESUME_MIN_SECONDS = 1.0
+MAX_RESUMES = 4
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -197,8 +201,35 @@ def _run_group(engine, group: list[tuple[_File, int]], options: TranscribeOption
     if len(results) != len(audios):
         raise RuntimeError(f"engine returned {len(results)} results for {len(audios)} windows")
     drafts = assemble_windows(results, windows, sample_rate=SAMPLE_RATE)
+    if options.model_timestamps:
+        _resume_cut_windows(engine, [f for f, _ in group], windows, results, drafts, options)
     for (f, k), d in zip(group, drafts, strict=True):
         f.drafts[k] = _relabel(f, d)
+
+
+def _resume_cut_windows(engine, files, windows, results, drafts, options: TranscribeOptions) -> None:
+    """Timestamp mode: a window whose decoding was cut (loop guard or token limit) before its end is
+    decoded again from its last timed word on, and the drafts are extended in place — Whisper's seek
+    to the last timestamp, so a loop or a long window costs its loop, not the rest of the window."""
+    todo = list(range(len(windows)))
+    for _ in range(MAX_RESUMES):
+        cut = []
+        for i in todo:
+            if results[i].stop_reason not in ("repeat", "length") or not drafts[i]:
+                continue
+            w = windows[i]
+            start = max(w.start, round(drafts[i][-1].end * SAMPLE_RATE))
+            if w.end - start >= RESUME_MIN_SECONDS * SAMPLE_RATE:
+                cut.append((i, Window(start, w.end, max(start, w.speech_start), w.speech_end)))
+        if not cut:
+            return
+        audios = [files[i].audio[w.start : w.end] for i, w in cut]
+        results_again = engine.run(audios, options)
+        more = assemble_windows(results_again, [w for _, w in cut], sample_rate=SAMPLE_RATE)
+        for (i, w), r, d in zip(cut, results_again, more, strict=True):
+            windows[i], results[i] = w, r
+            drafts[i] = drafts[i] + d
+        todo = [i for i, _ in cut]
 
 
 def _transcribe_all(engine, items: list, options: TranscribeOptions) -> list[Transcription]:
