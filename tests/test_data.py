@@ -253,6 +253,19 @@ def test_corpus_is_reproducible_and_resumes(tiny_corpus, tmp_path):
     assert first.stat().st_mtime_ns == mtime
 
 
+def test_build_renders_only_the_splits_asked_for(tiny_corpus, tmp_path):
+    """--splits renders a subset of the same plan: the rows are exactly the full build's, nothing else."""
+    cfg = corpus.BuildConfig(
+        out=tmp_path, langs=("en", "de"), utts_per_lang=10, val_utts=3, seed=7, workers=1,
+        engines=FAST_ENGINES, splits=("val-unseen-both",),
+    )  # fmt: skip
+    assert corpus.build(cfg) == {"val-unseen-both": 6}
+    assert _rows(tmp_path, "val-unseen-both") == _rows(tiny_corpus, "val-unseen-both")
+    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["val-unseen-both"]
+    with pytest.raises(SystemExit, match="unknown split"):
+        corpus.main(["build", "--out", str(tmp_path), "--splits", "val-both"])
+
+
 def test_second_seed_keeps_heldout_text_out_and_merges(tiny_corpus, tmp_path):
     """A corpus rendered with another seed (same --heldout-seed) never trains on a held-out sentence,
     and merging both gives one manifest whose audio paths resolve and whose ids are unique."""

@@ -78,6 +78,9 @@ class BuildConfig:
     max_words: int = 25
     conv_words: int = 40  # stop adding turns past this many words (~25-30 s, words are spoken singly)
     engine_weights: dict[str, float] = field(default_factory=lambda: dict(ENGINE_WEIGHTS))
+    # Render only these splits (None = all). The plan is the same, so e.g. a corpus's conv-val alone is
+    # exactly the conv-val of the full build, without rendering its conv-train first.
+    splits: tuple[str, ...] | None = None
 
 
 def stable_u01(*parts) -> float:
@@ -237,6 +240,8 @@ def build(cfg: BuildConfig) -> dict[str, int]:
     out = Path(cfg.out)
     (out / ".partial").mkdir(parents=True, exist_ok=True)
     items = [it for lang in cfg.langs for it in plan_language(cfg, lang)]
+    if cfg.splits is not None:
+        items = [it for it in items if it["split"] in cfg.splits]
     done: dict[str, dict] = {}
     for split in SPLITS:
         for row in _finished_rows(out / ".partial" / f"{split}.jsonl"):
@@ -298,6 +303,18 @@ def _write_manifests(cfg, items, done, failures, seconds) -> dict[str, int]:
     return dict(counts)
 
 
+def _split_names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(filter(None, text.split(",")))
+    unknown = sorted(set(names) - set(SPLITS))
+    if unknown or not names:
+        raise SystemExit(
+            f"--splits: unknown split(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SPLITS)}"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m granite_asr.data.corpus")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -321,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--engines", default=None, help="comma list to restrict engines, e.g. espeak,flite,piper")
     b.add_argument("--augment-prob", type=float, default=0.6)
     b.add_argument("--engine-weights", default="", help="e.g. kokoro=2,espeak=0.5 (overrides defaults)")
+    b.add_argument("--splits", default=None, help=f"comma list: render only these of {','.join(SPLITS)}")
     a = ap.parse_args(argv)
     if a.cmd == "merge":
         print(json.dumps({"rows": merge_manifests(a.out, a.sources), "out": str(a.out)}))
@@ -342,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         engines=tuple(a.engines.split(",")) if a.engines else None,
         augment_prob=a.augment_prob,
         engine_weights=weights,
+        splits=_split_names(a.splits),
     )
     counts = build(cfg)
     print(json.dumps(counts))
