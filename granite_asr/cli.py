@@ -91,7 +91,12 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam-size", type=int, default=1)
     add_word_lm_argument(p)
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: auto)")
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="tokens per window (default 448; 2b-plus timestamps: at least 60 per second of audio)",
+    )
     p.add_argument(
         "--keywords", action="append", default=None, help="comma-separated words to bias towards (repeatable)"
     )

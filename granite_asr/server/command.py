@@ -39,7 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=600.0, help="per-request time limit (504 after)")
     p.add_argument("--mode", default="auto", choices=MODES, help="decoding mode for every request")
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="token budget per window")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="tokens per window (default 448; 2b-plus timestamps: at least 60 per second of audio)",
+    )
     p.add_argument(
         "--vad",
         action=argparse.BooleanOptionalAction,
