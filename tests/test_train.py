@@ -11,8 +11,9 @@ import soundfile as sf
 import torch
 
 import granite_asr
-from granite_asr.train import recipe
-from granite_asr.train.loop import LoopConfig, Trainer
+from granite_asr.train import distributed, recipe
+from granite_asr.train.data import FeatureBatch
+from granite_asr.train.loop import LoopConfig, Trainer, to_device
 from granite_asr.train.objectives import char_targets, speech_examples
 
 TEXTS = [
@@ -148,6 +149,41 @@ def test_resume_continues_the_same_curve(corpus, lm_checkpoint, tmp_path):
     # The resumed run fast-forwards its batch stream and restores the optimizer moments, so with
     # several batches per epoch (3 s batches) the curves must still match step for step.
     np.testing.assert_allclose(split, straight, rtol=1e-4)
+
+
+def test_to_device_moves_every_tensor_of_a_batch():
+    """Speech batches (with their text batch) and lm batches reach the training device whole."""
+    meta = torch.device("meta")  # any device but the CPU shows what moved
+    text = (torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool))
+    fb = FeatureBatch(torch.zeros(2, 7, 4), torch.tensor([7, 5]), ["a", "b"], text)  # type: ignore[list-item]
+    moved = to_device(fb, meta)
+    assert moved.items == fb.items and fb.features.device.type == "cpu"  # a new batch, the old one kept
+    tensors = [moved.features, moved.lengths, *moved.text]
+    assert all(t.device == meta for t in tensors)
+    assert to_device(FeatureBatch(fb.features, fb.lengths, fb.items), meta).text is None
+    assert all(t.device == meta for t in to_device(text, meta))
+
+
+def test_training_device_is_checked_before_any_work():
+    assert distributed.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(SystemExit, match="'cpu' or 'cuda"):
+        distributed.resolve_device("mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            recipe.main(["encoder", "--init", "x", "--out", "y", "--device", "cuda"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run in a GPU session)")
+def test_encoder_stage_on_cuda_resumes_on_the_cpu(corpus, lm_checkpoint, tmp_path):
+    """A GPU run trains (bf16 autocast on CUDA), checkpoints from CPU copies, and resumes on the CPU."""
+    args = _encoder_args(corpus, lm_checkpoint, tmp_path) + ["--batch-seconds", "20", "--lr", "3e-3"]
+    out = tmp_path / "gpu"
+    recipe.main(args + _common(out, 30) + ["--device", "cuda", "--stop-at", "20"])
+    losses = _losses(out)
+    assert len(losses) == 20 and np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:3])
+    recipe.main(args + _common(out, 30))  # the rest on the CPU, from the GPU's checkpoint
+    assert len(_losses(out)) == 30 and granite_asr.load_model(out / "latest").variant == "ar"
 
 
 def test_encoder_bpe_weight_switches_the_bpe_loss(corpus, lm_checkpoint, tmp_path):

@@ -123,4 +123,8 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
     ap.add_argument(
         "--fsdp", action="store_true", help="under torchrun: FSDP (sharded weights) instead of DDP"
     )
+    ap.add_argument(
+        "--device", default="cpu",
+        help="cpu, or cuda (under torchrun: each rank's GPU by LOCAL_RANK, NCCL) or cuda:N",
+    )  # fmt: skip
     return ap

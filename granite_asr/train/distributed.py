@@ -16,9 +16,10 @@ Design (why):
 - The conformer's BatchNorm normalises with batch statistics, so on slices it would train a different
   model; `GlobalBatchNorm1d` takes them over the global batch (torch's SyncBatchNorm is GPU-only), and
   slices keep the global batch's padding width so the statistics cover exactly the frames 1 process sees.
-- The recipes' loss code builds its tensors on the CPU, so the backend is gloo; a rank whose slice is
-  empty (B < N) runs a zero-weighted copy of row 0, because every rank must join every collective (its
-  frames then enter the BatchNorm statistics: exact equivalence needs B ≥ N).
+- `--device cpu` (the default) runs gloo; `--device cuda` gives each rank its GPU (LOCAL_RANK) and
+  NCCL, whose collectives take tensors on that GPU (`_collective_device`). A rank whose slice is empty
+  (B < N) runs a zero-weighted copy of row 0, because every rank must join every collective (its frames
+  then enter the BatchNorm statistics: exact equivalence needs B ≥ N).
 """
 
 from __future__ import annotations
@@ -51,11 +52,33 @@ class DistContext:
         return self.rank == 0
 
 
-def init_from_env() -> DistContext:
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR…); a no-op without it."""
+def resolve_device(name: str) -> torch.device:
+    """`--device`: "cpu", "cuda" (under torchrun: this rank's GPU, LOCAL_RANK) or "cuda:N"."""
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {name}: no CUDA device is visible to this process")
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise SystemExit(f"--device {name}: training runs on 'cpu' or 'cuda[:N]'")
+    return device
+
+
+def init_from_env(device: torch.device | str = "cpu") -> DistContext:
+    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR…); a no-op without it.
+    NCCL for ranks on GPUs, gloo on CPUs."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
     return context()
+
+
+def _collective_device() -> torch.device:
+    """Where a tensor made for a collective must live: NCCL takes this rank's GPU only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def context(fsdp: bool = False) -> DistContext:
@@ -88,7 +111,7 @@ def any_rank(ctx: DistContext, flag: bool) -> bool:
     """True on every rank if it is true on any (stop requests must agree, or ranks deadlock)."""
     if not ctx.enabled:
         return flag
-    t = torch.tensor([int(flag)])
+    t = torch.tensor([int(flag)], device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
@@ -137,7 +160,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
-        count = torch.tensor([x.shape[0] * x.shape[2]], dtype=torch.float32)
+        count = torch.tensor([x.shape[0] * x.shape[2]], dtype=torch.float32, device=x.device)
         xf = x.float()
         stats = all_reduce(torch.cat([xf.sum((0, 2)), (xf * xf).sum((0, 2)), count]))  # (2C + 1,)
         n = stats[-1]

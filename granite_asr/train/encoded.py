@@ -45,12 +45,13 @@ class EncodedCache:
         was_training = model.training
         model.eval()
         width = model.config.encoder.output_width
+        device = next(model.parameters()).device  # the training device (recipe `--device`)
         chunks: dict[int, np.ndarray] = {}
         for batch in bucket_batches(cache.items, batch_frames, 64, None):
             fb = collate(cache, batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                enc = model.encoder(fb.features, fb.lengths)
-            out = enc.features.float().numpy().astype(np.float16)  # (B, T, C)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                enc = model.encoder(fb.features.to(device), fb.lengths.to(device))
+            out = enc.features.float().cpu().numpy().astype(np.float16)  # (B, T, C)
             for i, u in enumerate(batch):
                 chunks[u.index] = out[i, : int(enc.lengths[i])]
         model.train(was_training)

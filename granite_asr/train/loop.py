@@ -1,5 +1,7 @@
-"""The training loop shared by every recipe stage: AdamW, warmup + cosine schedule, bf16 autocast on
-CPU, gradient clipping, JSONL logs, and checkpoint/resume that survives a kill at any moment.
+"""The training loop shared by every recipe stage: AdamW, warmup + cosine schedule, bf16 autocast (on the
+CPU, or on a GPU with `device="cuda"`), gradient clipping, JSONL logs, and checkpoint/resume that
+survives a kill at any moment. Batches are built on the CPU and moved to the device step by step;
+checkpoints are always written from CPU copies, so a run resumes on either kind of device.
 
 A checkpoint directory holds the model in the official layout (`save_pretrained`, so any stage's output
 loads with `granite_asr.load_model`) plus `trainer_state.safetensors` (optimizer moments) and
@@ -21,7 +23,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ class LoopConfig:
     stop_at: int = 0  # stop (with a checkpoint) at this step, schedule unchanged; 0 = run to `steps`
     seed: int = 0
     fsdp: bool = False  # under torchrun: shard parameters and optimizer state (FSDP2) instead of DDP
+    device: str = "cpu"  # "cpu" or "cuda[:N]" (`distributed.resolve_device`)
     recipe: dict = field(default_factory=dict)  # the stage's own settings, saved with every checkpoint
 
 
@@ -64,7 +67,7 @@ def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dic
     for idx, st in sd["state"].items():
         for name, value in st.items():
             if torch.is_tensor(value):
-                tensors[f"{idx}.{name}"] = value.contiguous()
+                tensors[f"{idx}.{name}"] = value.detach().to("cpu").contiguous()
             else:
                 scalars[f"{idx}.{name}"] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
@@ -84,6 +87,8 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: LoopConfig, loss_fn: Callable[[nn.Module, Any], dict]):
         self.model, self.cfg, self.loss_fn = model, cfg, loss_fn
         self.out = Path(cfg.out_dir)
+        self.device = torch.device(cfg.device)
+        model.to(self.device)  # before the optimizer and the DDP/FSDP wrap, which bind the parameters
         self.dist = distributed.context(cfg.fsdp)
         # Under torchrun the model runs wrapped (before the optimizer exists: FSDP replaces parameters).
         self.net = distributed.wrap(model, loss_fn, self.dist) if self.dist.enabled else None
@@ -185,14 +190,14 @@ class Trainer:
             next(batches)
         self._train_mode()
         while self.step < cfg.steps and not self._stop:
-            batch = next(batches)
+            batch = to_device(next(batches), self.device)
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
             self.opt.zero_grad(set_to_none=True)
             if self.dist.enabled:
                 losses = self._distributed_backward(batch)
             else:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     losses = self.loss_fn(self.model, batch)
                 losses["loss"].backward()
             gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
@@ -223,10 +228,23 @@ class Trainer:
     def _distributed_backward(self, batch: Any) -> dict[str, float]:
         """This rank's slice, its loss scaled so DDP's mean of gradients is the global batch's gradient."""
         shard, weight = distributed.shard_batch(batch, self.dist)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             losses = self.net(shard)
         (losses["loss"] * (weight * self.dist.world)).backward()
         return distributed.global_losses(self.dist, losses, weight)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A recipe batch on `device`: a `FeatureBatch` (features, lengths and its text batch), a tuple of
+    tensors (the lm stage's ids, valid) or a tensor; anything else as it is."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple):
+        return tuple(to_device(x, device) for x in batch)
+    if is_dataclass(batch) and hasattr(batch, "features"):
+        text = None if batch.text is None else to_device(batch.text, device)
+        return replace(batch, features=batch.features.to(device), lengths=batch.lengths.to(device), text=text)
+    return batch
 
 
 class _FullModel:

@@ -40,8 +40,8 @@ def char_targets(text: str, lang: str) -> tuple[int, ...]:
 def _ctc(logits: torch.Tensor, lengths: torch.Tensor, targets: list, blank: int) -> torch.Tensor:
     """Mean CTC over the batch; logits (B, T, V); unusable rows (target longer than input) are skipped."""
     logp = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
-    tl = torch.tensor([len(t) for t in targets])
-    flat = torch.tensor([x for t in targets for x in t], dtype=torch.long)
+    tl = torch.tensor([len(t) for t in targets], device=logits.device)
+    flat = torch.tensor([x for t in targets for x in t], dtype=torch.long, device=logits.device)
     loss = F.ctc_loss(logp, flat, lengths, tl, blank=blank, reduction="none", zero_infinity=True)
     ok = tl > 0
     return (loss[ok] / tl[ok].clamp_min(1)).mean() if ok.any() else loss.sum() * 0
@@ -158,7 +158,7 @@ def _keywords(batch: FeatureBatch, i: int, rng) -> list[str] | None:
 
 
 def speech_inputs(model: nn.Module, tokenizer, batch: FeatureBatch, examples: list[SpeechExample]):
-    """Right-padded ids (B, L), valid mask and labels with the prompt masked out."""
+    """Right-padded ids (B, L), valid mask and labels with the prompt masked out, on the batch's device."""
     counts = model.geometry.audio_tokens(batch.lengths).tolist()
     rows, labels = [], []
     for ex, n in zip(examples, counts, strict=True):
@@ -173,7 +173,8 @@ def speech_inputs(model: nn.Module, tokenizer, batch: FeatureBatch, examples: li
         ids[i, : len(r)] = torch.tensor(r)
         lab[i, : len(lb)] = torch.tensor(lb)
     valid = torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]
-    return ids, valid, lab
+    device = batch.features.device
+    return ids.to(device), valid.to(device), lab.to(device)
 
 
 def _speech_forward(model: nn.Module, batch: FeatureBatch, tokenizer, examples: list[SpeechExample]):
@@ -224,7 +225,7 @@ def nar_loss(model: nn.Module, batch: FeatureBatch, tokenizer, draft_dropout: fl
     with torch.no_grad():
         enc = model.encoder(batch.features, batch.lengths)
         drafts = model.draft(enc)
-    valid = torch.arange(enc.features.shape[1])[None] < enc.lengths[:, None]
+    valid = torch.arange(enc.features.shape[1], device=enc.lengths.device)[None] < enc.lengths[:, None]
     audio = model.projector(enc.features, valid)
     if model.config.scale_projected_embeddings:
         audio = audio / model.config.text.embedding_multiplier
@@ -239,5 +240,5 @@ def nar_loss(model: nn.Module, batch: FeatureBatch, tokenizer, draft_dropout: fl
     refs = [tokenizer.encode(u.text) for u in batch.items]
     width = max(lg.shape[0] for lg in slot_logits)
     logits = torch.stack([F.pad(lg, (0, 0, 0, width - lg.shape[0])) for lg in slot_logits])
-    lengths = torch.tensor([lg.shape[0] for lg in slot_logits])
+    lengths = torch.tensor([lg.shape[0] for lg in slot_logits], device=logits.device)
     return {"loss": _ctc(logits, lengths, refs, model.config.blank_token_id)}

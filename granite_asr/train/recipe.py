@@ -12,9 +12,11 @@ Every stage writes `<out>/latest` in the official checkpoint layout and resumes 
 2b / 2b-nar / 2b-plus (use `--lora-r` to train adapters and merge them on save).
 
 Every stage but tokenizer and wordlm also runs under torchrun (issue 7 §3): the same global batches, sharded across
-processes (DDP; `--fsdp` shards the parameters), rank 0 logging and checkpointing:
+processes (DDP; `--fsdp` shards the parameters), rank 0 logging and checkpointing; `--device cuda` trains
+on GPUs (one per rank, NCCL), e.g. to fine-tune the official checkpoints:
 
     torchrun --nproc_per_node 4 -m granite_asr.train encoder --init … --corpus data/corpus --out runs/encoder
+    torchrun --nproc_per_node 8 -m granite_asr.train speech --device cuda --init ibm-granite/granite-speech-4.1-2b …
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def _loop_config(args, recipe: dict) -> LoopConfig:
     return LoopConfig(
         out_dir=args.out, steps=args.steps, lr=args.lr, warmup=args.warmup, bf16=not args.fp32,
         log_every=args.log_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes, seed=args.seed,
-        stop_at=args.stop_at, fsdp=args.fsdp,
+        stop_at=args.stop_at, fsdp=args.fsdp, device=args.device,
         recipe={**recipe, "argv": vars(args)},
     )  # fmt: skip
 
@@ -286,7 +288,7 @@ def _encoded_speech(model, args, examples, rng):
         cache = FeatureCache.build(
             Path(args.corpus) / f"{args.split}.jsonl", Path(args.cache), args.split, model.config
         )
-    encoded = EncodedCache.build(model, cache)
+    encoded = EncodedCache.build(model.to(args.device), cache)  # on the training device
     tok = model.tokenizer
 
     def batches():
@@ -380,7 +382,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser(sorted(STAGES), __doc__, LANGS).parse_args(argv)
     if args.corpus and not args.cache:
         args.cache = str(Path(args.corpus) / "features")
-    distributed.init_from_env()  # torchrun's environment → a process group; nothing without it
+    if args.stage not in ("tokenizer", "wordlm", "export"):  # the stages that train a model
+        args.device = str(distributed.resolve_device(args.device))
+    distributed.init_from_env(args.device)  # torchrun's environment → a process group; nothing without it
     try:
         STAGES[args.stage](args)
     finally:
