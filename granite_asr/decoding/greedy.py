@@ -94,7 +94,7 @@ def loop_cut(
     tokens; the cut lands just before the counted token that starts the second copy.
     """
     t = history.shape[1]
-    if skip is None or skip.numel() == 0:
+    if skip is None or skip.numel() == 0 or max_repeats < 1:  # nothing to look through, or guard off
         period = loop_period(history, max_repeats, window)
         return period, t - max_repeats * period
     counted = ~torch.isin(history, skip)  # (N, t)

@@ -23,7 +23,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from torch import nn
 
 from ..model.checkpoint import save_pretrained
 from . import distributed
+from .data import FeatureBatch
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
         return batch.to(device, non_blocking=True)
     if isinstance(batch, tuple):
         return tuple(to_device(x, device) for x in batch)
-    if is_dataclass(batch) and hasattr(batch, "features"):
+    if isinstance(batch, FeatureBatch):
         text = None if batch.text is None else to_device(batch.text, device)
         return replace(batch, features=batch.features.to(device), lengths=batch.lengths.to(device), text=text)
     return batch
