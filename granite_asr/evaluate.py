@@ -3,7 +3,9 @@
 Scoring follows the Open ASR Leaderboard and the Granite cards (SPEC §8.3, PEERS §6.4):
 - English WER after Whisper's English normaliser; fr/de/es/pt WER after Whisper's basic normaliser;
 - Japanese CER (basic normaliser, spaces removed), since Japanese has no word spaces;
-- translation BLEU with sacrebleu (its `ja-mecab`-free "char" tokenisation for Japanese targets);
+- translation BLEU with sacrebleu (its `ja-mecab`-free "char" tokenisation for Japanese targets), and
+  the share of outputs written in the target language (langid.py over the six languages): BLEU near zero
+  cannot tell a weak translation from an answer in the wrong language, a failure users see at once;
 - RTFx = Σ audio seconds / Σ compute seconds, model loading and a warm-up batch excluded.
 
 The manifest is JSONL with `audio` (relative to the manifest), `text`, `lang` and optional
@@ -21,6 +23,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 from tqdm import tqdm
@@ -103,6 +106,24 @@ def bleu(refs: list[str], hyps: list[str], target: str) -> float:
     return sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score
 
 
+@cache
+def _language_identifier():
+    from langid.langid import LanguageIdentifier, model  # loads its model once (~6 s)
+
+    ident = LanguageIdentifier.from_modelstring(model)
+    ident.set_languages(["en", "fr", "de", "es", "pt", "ja"])  # a private instance: no global state
+    return ident
+
+
+def target_language_rate(hyps: list[str], target: str) -> float:
+    """Percent of `hyps` identified as `target` among the six languages; an empty output is a miss."""
+    if not hyps:
+        return float("nan")
+    ident = _language_identifier()
+    hits = sum(bool(h.strip()) and ident.classify(h)[0] == target for h in hyps)
+    return 100.0 * hits / len(hyps)
+
+
 @dataclass
 class EvalReport:
     model: str
@@ -110,7 +131,7 @@ class EvalReport:
     mode: str
     options: dict = field(default_factory=dict)  # decoding options that change the scores
     asr: dict = field(default_factory=dict)  # lang → {"metric", "value", "n", "audio_s"}
-    translation: dict = field(default_factory=dict)  # "src→tgt" → {"bleu", "n"}
+    translation: dict = field(default_factory=dict)  # "src→tgt" → {"bleu", "in_target", "n"}
     audio_seconds: float = 0.0
     compute_seconds: float = 0.0
     examples: list = field(default_factory=list)
@@ -139,8 +160,10 @@ class EvalReport:
             lines.append(f"{lang:<8}{r['metric']:<7}{r['value']:>8.2f}{r['n']:>7}{r['cer']:>8.2f}")
             if r.get("kana_cer") is not None:  # Japanese on the katakana reading
                 lines.append(f"{lang:<8}{'kana':<7}{r['kana_cer']:>8.2f}{r['n']:>7}")
+        if self.translation:
+            lines += ["", f"{'dir':<8}{'metric':<7}{'value':>8}{'n':>7}{'in target lang':>16}", "-" * 46]
         for d, r in sorted(self.translation.items()):
-            lines.append(f"{d:<8}{'BLEU':<7}{r['bleu']:>8.2f}{r['n']:>7}")
+            lines.append(f"{d:<8}{'BLEU':<7}{r['bleu']:>8.2f}{r['n']:>7}{r['in_target']:>15.0f}%")
         lines.append(f"RTFx {self.rtfx:.1f} ({self.audio_seconds:.0f} s audio, mode {self.mode})")
         if self.groups:
             lines += ["", f"{'lang':<8}{self.by:<24}{'value':>8}{'n':>7}{'CER':>8}", "-" * 55]
@@ -246,7 +269,11 @@ class _Job:
         if by:
             report.groups[lang] = _grouped(kept, hyps, lang, by)
         for tgt, (refs, outs) in sorted(directions.items()):
-            report.translation[f"{lang}→{tgt}"] = {"bleu": bleu(refs, outs, tgt), "n": len(refs)}
+            report.translation[f"{lang}→{tgt}"] = {
+                "bleu": bleu(refs, outs, tgt),
+                "in_target": target_language_rate(outs, tgt),
+                "n": len(refs),
+            }
 
 
 def _key(row: dict) -> str:

@@ -66,32 +66,39 @@ EXTRA_PKGS="libreoffice-l10n-fr libreoffice-l10n-de libreoffice-l10n-es libreoff
 libreoffice-l10n-ja vlc-l10n gimp-data inkscape gnucash-common gramps freeciv-data gnumeric-common
 evolution-common nautilus-data gnome-control-center-data libgtk-3-common abiword-common
 gnome-shell-common wesnoth-1.16-data"
+# The machine the shipped corpora were planned on also had these packages' catalogs in /usr/share/locale
+# (catalogs.txt records them by bare domain, e.g. fr/gtk30). Unpacked under that bare name, they make a
+# fresh machine plan the same sentences, so the validation splits come out as recorded.
+SYSTEM_CATALOG_PKGS="libgtk-3-common cups-pk-helper libhandy-1-0 libsecret-common notification-daemon
+system-config-printer-common upower"
+
+unpack_catalogs() {  # unpack_catalogs PKG PREFIX STAMP: PKG's fr/de/es/pt/ja .mo files as <PREFIX><domain>.mo
+  local pkg=$1 prefix=$2 stamp="$TEXT_DIR/.done-$3" tmp deb
+  if [ -e "$stamp" ]; then return 0; fi
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1); then
+    fail "apt-get download $pkg"; rm -rf "$tmp"; return 0
+  fi
+  deb=$(ls "$tmp"/"${pkg}"_*.deb 2>/dev/null | head -1)
+  mkdir -p "$tmp/x"
+  if dpkg-deb -x "$deb" "$tmp/x"; then
+    (cd "$tmp/x" && find . -path "*/LC_MESSAGES/*.mo" | grep -E "/(fr|de|es|pt|pt_BR|ja)/LC_MESSAGES/" |
+      while read -r f; do
+        lang=$(echo "$f" | sed -E 's#.*/([^/]+)/LC_MESSAGES/.*#\1#')
+        $SUDO mkdir -p "$TEXT_DIR/locale/$lang/LC_MESSAGES"
+        $SUDO cp "$f" "$TEXT_DIR/locale/$lang/LC_MESSAGES/$prefix$(basename "$f")"
+      done)
+    $SUDO touch "$stamp"
+  else
+    fail "unpack $pkg"
+  fi
+  rm -rf "$tmp"
+}
+
 if [ "$EXTRA_TEXT" = "1" ]; then
   $SUDO mkdir -p "$TEXT_DIR/locale"
-  tmp=$(mktemp -d)
-  for pkg in $EXTRA_PKGS; do
-    if [ -e "$TEXT_DIR/.done-$pkg" ]; then continue; fi
-    if (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1); then
-      deb=$(ls "$tmp"/"${pkg}"_*.deb 2>/dev/null | head -1)
-      mkdir -p "$tmp/x"
-      if dpkg-deb -x "$deb" "$tmp/x"; then
-        # keep only LC_MESSAGES catalogs for fr, de, es, pt(_BR), ja
-        (cd "$tmp/x" && find . -path "*/LC_MESSAGES/*.mo" | grep -E "/(fr|de|es|pt|pt_BR|ja)/LC_MESSAGES/" |
-          while read -r f; do
-            lang=$(echo "$f" | sed -E 's#.*/([^/]+)/LC_MESSAGES/.*#\1#')
-            $SUDO mkdir -p "$TEXT_DIR/locale/$lang/LC_MESSAGES"
-            $SUDO cp "$f" "$TEXT_DIR/locale/$lang/LC_MESSAGES/${pkg}--$(basename "$f")"
-          done)
-        $SUDO touch "$TEXT_DIR/.done-$pkg"
-      else
-        fail "unpack $pkg"
-      fi
-      rm -rf "$tmp/x" "$deb"
-    else
-      fail "apt-get download $pkg"
-    fi
-  done
-  rm -rf "$tmp"
+  for pkg in $EXTRA_PKGS; do unpack_catalogs "$pkg" "${pkg}--" "$pkg"; done
+  for pkg in $SYSTEM_CATALOG_PKGS; do unpack_catalogs "$pkg" "" "system-$pkg"; done
 fi
 
 # --- 5. Python side. Core first (required), then neural engines (optional).

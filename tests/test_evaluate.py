@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from granite_asr.evaluate import bleu, error_rate, evaluate, normalize
+from granite_asr.evaluate import bleu, error_rate, evaluate, normalize, target_language_rate
 from granite_asr.model.checkpoint import save_pretrained
 
 from .helpers_model import build_tiny
@@ -24,6 +24,17 @@ def test_normalisers_and_error_rates():
     assert math.isclose(error_rate(["the cat"], ["the cab"], "en", unit="char"), 100 / 7)  # 1 of 7 chars
     assert bleu(["the cat is on the mat"], ["the cat is on the mat"], "en") > 99
     assert bleu(["the cat is on the mat"], ["a dog"], "en") < 10
+
+
+def test_target_language_rate_tells_the_language_a_translation_is_written_in():
+    """What BLEU near zero cannot: an en→fr "translation" that answers in English scores 0 % (the
+    failure that kept grow8d from shipping, recipes/RESULTS.md session 13), French text 100 %."""
+    french = ["Le nombre de générations est très grand.", "Ouvrez le fichier avant de continuer."]
+    english = ["The number of generations is very large.", "Open the file before you continue."]
+    assert target_language_rate(french, "fr") == 100.0
+    assert target_language_rate(english, "fr") == 0.0
+    assert target_language_rate(english + french, "en") == 50.0
+    assert target_language_rate(["", "今日は晴れです"], "ja") == 50.0  # an empty answer is a miss
 
 
 def test_japanese_reading_error_rate_scores_katakana_against_kanji():
@@ -67,6 +78,7 @@ def test_evaluate_reports_every_language_and_direction(tmp_path):
     assert set(report.asr) == {"en", "fr"} and report.asr["en"]["n"] == 2
     assert all(r["cer"] >= 0 for r in report.asr.values())
     assert set(report.translation) == {"en→fr", "fr→en"}
+    assert all(0 <= r["in_target"] <= 100 for r in report.translation.values())
     assert report.rtfx > 0 and report.audio_seconds > 2
     assert "RTFx" in report.table()
 
