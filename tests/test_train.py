@@ -298,6 +298,24 @@ def test_speech_prompts_cover_what_users_send():
         assert en.answer == items[0].text
 
 
+def test_english_items_translate_at_their_own_rate():
+    """`p_translate_en` sets how often English items get an en→X prompt, apart from X→en's rate; the
+    answer is the named target's text."""
+    items = [
+        SimpleNamespace(
+            lang="en", text="Open the file.", translation={"fr": "Ouvrez le fichier.", "de": "Öffne."}
+        ),
+        SimpleNamespace(lang="fr", text="Ouvrez le fichier.", translation={"en": "Open the file."}),
+    ]
+    batch, rng = SimpleNamespace(items=items), np.random.default_rng(0)
+    runs = [speech_examples(batch, "ar", rng, p_translate=0.0, p_translate_en=1.0) for _ in range(40)]
+    assert all(en.answer in ("Ouvrez le fichier.", "Öffne.") for en, _ in runs)
+    assert {en.answer for en, _ in runs} == {"Ouvrez le fichier.", "Öffne."}  # both targets drawn
+    assert all(fr.answer == "Ouvrez le fichier." for _, fr in runs)  # French: transcribed, never translated
+    same = [speech_examples(batch, "ar", rng, p_translate=1.0) for _ in range(5)]  # default: the shared rate
+    assert all(fr.answer == "Open the file." and en.answer != "Open the file." for en, fr in same)
+
+
 def test_precomputed_encoder_gives_the_speech_loss(corpus, lm_checkpoint, tmp_path):
     """The speech stage over encoder outputs computed once equals the loss with the encoder run in the
     step (eval mode, no augmentation): same audio tokens, same prompts, same cross-entropy."""

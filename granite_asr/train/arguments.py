@@ -106,6 +106,10 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
         help="speech stage: run the frozen encoder once over the split and train on its outputs",
     )  # fmt: skip
     ap.add_argument("--p-translate", type=float, default=0.3)
+    ap.add_argument(
+        "--p-translate-en", type=float, default=None,
+        help="share of English items given an en→X prompt (default: --p-translate)",
+    )  # fmt: skip
     ap.add_argument("--p-speakers", type=float, default=0.4, help="plus stage: share of speaker-turn prompts")
     ap.add_argument("--p-timestamps", type=float, default=0.4, help="plus stage: share of word-time prompts")
     ap.add_argument("--bpe-weight", type=float, default=0.5, help="encoder stage: weight of the BPE CTC loss")

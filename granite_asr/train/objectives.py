@@ -120,8 +120,14 @@ def speech_examples(
     p_translate: float,
     p_no_language: float = 0.5,
     p_keywords: float = 0.1,
+    p_translate_en: float | None = None,
 ) -> list[SpeechExample]:
     """ASR for most items; X→en or en→X translation where the manifest has a parallel text.
+
+    English items translate with probability `p_translate_en` (default `p_translate`). An English item
+    splits its translations over five targets while every other item has one, so at one shared rate each
+    en→X direction gets a fifth of X→en's share of the batch. Too few en→X prompts can make a model answer
+    them in English (grow8d, recipes/RESULTS.md session 13).
 
     ASR prompts come in the forms users send (SPEC §5.6): with the language named, without it (the
     default when `language=None`, fraction `p_no_language`), and on 2b with keyword biasing (`p_keywords`):
@@ -130,7 +136,8 @@ def speech_examples(
     out = []
     for i, u in enumerate(batch.items):
         targets = [lang for lang in u.translation if lang != u.lang]
-        if variant == "ar" and targets and rng.random() < p_translate:
+        p = p_translate if u.lang != "en" or p_translate_en is None else p_translate_en
+        if variant == "ar" and targets and rng.random() < p:
             tgt = "en" if "en" in targets else targets[int(rng.integers(len(targets)))]
             prompt = build_prompt(variant, task="translate", language=u.lang, target_language=tgt)
             out.append(SpeechExample(prompt, u.translation[tgt]))

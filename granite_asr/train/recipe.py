@@ -233,7 +233,9 @@ def stage_joint(args) -> None:
     rng = np.random.default_rng(args.seed + 1)
 
     def loss(m, b):
-        examples = obj.speech_examples(b, m.variant, rng, args.p_translate)
+        examples = obj.speech_examples(
+            b, m.variant, rng, args.p_translate, p_translate_en=args.p_translate_en
+        )
         return obj.joint_loss(m, b, tok, examples, weights, args.speech_weight)
 
     _train(model, args, *_with_text(model, args, loss, _feature_batches(model, args)), {"stage": "joint"})
@@ -243,7 +245,9 @@ def stage_speech(args) -> None:
     model = _load_init(args)
     _train_projector_and_decoder(model, args)
     rng = np.random.default_rng(args.seed + 1)
-    examples = lambda b: obj.speech_examples(b, model.variant, rng, args.p_translate)  # noqa: E731
+    examples = lambda b: obj.speech_examples(  # noqa: E731
+        b, model.variant, rng, args.p_translate, p_translate_en=args.p_translate_en
+    )
     _speech_on(model, args, examples, rng, {"stage": "speech"})
 
 
