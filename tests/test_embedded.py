@@ -27,7 +27,7 @@ from granite_asr import char_vocab
 from granite_asr.api import EMBEDDED_DIR
 from granite_asr.decoding import lexicon
 from granite_asr.demo import SAMPLES
-from granite_asr.evaluate import error_rate, normalize
+from granite_asr.evaluate import error_rate, normalize, target_language_rate
 from granite_asr.train.objectives import char_targets
 
 from .helpers_audio import encode_mp3
@@ -41,7 +41,7 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # reading); the same weights read at the last block (`ctc_char_layer` "final", session 5): en 43.7,
 # fr 43.9, de 17.4, es 10.5, pt 12.1, ja 12.8; joint27 (session 7, last block): en 40.5, fr 43.2, de 14.5,
 # es 8.1, pt 7.6, ja 8.5; grow8c (session 12, 8-layer encoder): en 34.9, fr 39.4, de 13.0, es 6.5, pt 6.1,
-# ja 6.4.
+# ja 6.4; grow8e (session 15): en 38.1, fr 35.6, de 7.2, es 4.0, pt 6.1, ja 10.6.
 CER_BOUND = {"en": 41.0, "fr": 45.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
@@ -93,14 +93,14 @@ def test_transcript_of_bundled_sample(greedy, item):
 # LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
 # the texts (RESULTS.md).
-MODEL_SHA256 = "d157ebd8945a9784d83be0497988fd4bd2afaa8297c5ecc41506314a72e1c2e3"
+MODEL_SHA256 = "ca4f9a96e3cb23a5008a5e3143b34f63bc6c97488e32f3d24c8e7f85f46cea99"
 EXACT_GREEDY = {
-    "en.flac": "this be requis whone o moyusa y dadon to benstald on op dite en o ot rin do yu want to trit instal thm",
-    "fr.flac": "les care peuetêtrerier defasont sqce le epispaes de l alore com ublication asistsparendiateur",
-    "de.flac": "wir solten nicht manur an die dunklen tager unseres lebenstenken",
-    "es.flac": "especifica que los paramtros de la impresora se aplique para imprimir asi como para formte ar lavisualización en pantarlla",
-    "pt.flac": "se procegir a informação de conta seráa definitivamente eliminada",
-    "ja.flac": "コレバイチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
+    "en.flac": "thes be requis hone o moy yusa ydon to benstald o opdite e o ot grin do yo wnt to trit in tal them",
+    "fr.flac": "les care puetêtrier e fasont que le exe pisae de l' naloure coment ublication a ité parndinateur",
+    "de.flac": "wir sollten nicht immanur an die dunklentage unseres lebenstdenken",
+    "es.flac": "especifica que los paramtros de la impresora se aplique para imprimir asi como para formate ar la visualización en pantalla",
+    "pt.flac": "se procegir a informação de conta sera definitivamente eliminada",
+    "ja.flac": "コレイチブノサビスヲヨビホストニカンレンスルセツゾクノデタノテンソリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "de.tsv.gz": "7187f90708f6f1fc",
@@ -111,12 +111,12 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "pt.tsv.gz": "bf09f633ca247c24",
 }
 EXACT = {
-    "en.flac": "this be require one may use done to be install update not in do you want to try to install them",
-    "fr.flac": "les cartes trier ans les pas alors complication spartiate sur",
-    "de.flac": "wir sollten nicht man nur an die dunklen tage unseres lebens denken",
+    "en.flac": "the be require one or more use done to be install update not in do you want to try it install them",
+    "fr.flac": "les cartes petite fait que le texte se alors comme publication séparateurs",
+    "de.flac": "wir sollten nicht immer nur an die dunklen tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se aplique para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
-    "ja.flac": "これら一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
+    "ja.flac": "これ一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
 }
 
 
@@ -138,7 +138,7 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
 # bundled LMs shipped (session 8: general words and a Japanese LM; session 9: spell-checked general words),
 # plus a margin of about one word: the search must keep the words it found. Measured with joint27: en 69.2,
 # fr 92.3 (96.2), de 25.0, es 5.3, pt 11.1, ja 10.8; with grow8c (session 12): en 50.0, fr 96.2, de 8.3,
-# es 5.3, pt 11.1, ja 10.8.
+# es 5.3, pt 11.1, ja 10.8; with grow8e (session 15): en 50.0, fr 76.9, de 0.0, es 5.3, pt 11.1, ja 10.8.
 WER_BOUND = {"en": 56.0, "fr": 100.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 
@@ -151,9 +151,9 @@ def test_word_lm_search_finds_the_words(batch, item):
     assert got <= WER_BOUND[item["language"]], f"{item['file']}: {res.text!r} (WER {got:.1f} %)"
 
 
-# Words of the references that the plain search misses on these samples (session 8; de since session 12,
-# when the plain search began to find "dunklen")
-KEYWORDS = {"de.flac": "immer", "es.flac": "apliquen", "pt.flac": "eliminada"}
+# Words of the references that the plain search misses on these samples (session 8; de's "dunklen" left
+# in session 12 and "immer" in session 15, when the plain search began to find them: de is now exact)
+KEYWORDS = {"es.flac": "apliquen", "pt.flac": "eliminada"}
 
 
 @pytest.mark.parametrize("file", sorted(KEYWORDS))
@@ -234,24 +234,17 @@ def test_silence_gives_empty_text(model):
     assert res.ok and res.text.strip() == ""
 
 
-# Stopwords that only the target language's sentences are likely to contain.
-TARGET_WORDS = {
-    "en": {"the", "is", "to", "of", "this", "and"},
-    "fr": {"le", "la", "les", "de", "est", "une", "des"},
-}
-
-
-@pytest.mark.parametrize(
-    "item", [it for it in ITEMS if it["translate_to"] in TARGET_WORDS], ids=lambda it: it["file"]
-)
+# The language the answer is written in, by langid.py over the six languages (what `granite-asr eval`
+# reports as `in_target`). A stopword list missed plain English without "the/is/to" ("You must select a
+# person as a folder.", pt→en, session 15), so the identifier decides.
+@pytest.mark.parametrize("item", ITEMS, ids=lambda it: it["file"])
 def test_translation_answers_in_the_target_language(model, item):
     res = model.transcribe(
         str(SAMPLES / item["file"]), task="translate", language=item["language"],
         target_language=item["translate_to"], progress=False,
     )  # fmt: skip
     assert res.ok, res.error
-    words = set(normalize(res.text, item["translate_to"]).split())
-    assert words & TARGET_WORDS[item["translate_to"]], res.text
+    assert target_language_rate([res.text], item["translate_to"]) == 100.0, res.text
 
 
 def test_int8_keeps_the_accuracy(greedy):

@@ -48,13 +48,13 @@ def test_siblings_store_only_what_differs_from_the_default(name):
         assert not any(k.startswith("encoder.") for k in stored)
 
 
-NAR_SHA256 = "e203d0483158e4747f108f875942873eaf423a4d78f0bad5f37ff6cb7207446d"
+NAR_SHA256 = "62f1ea003ef8a9687b3e4f88eb12ba4531ca0553c4d8154d6be62daca674a412"
 NAR_EXACT = {
-    "en.flac": "This is be required one, more you a as to installed on data not aing, you want to all them.",
-    "fr.flac": "Les peut être de deant ce le texte de la' « comme’é parateur.",
-    "de.flac": "Wie man sollte nicht im man nur an die denkageches le Lebenken.",
-    "es.flac": "Especifica se que los parametros de la imora se a para imarir, si como para forma a lavisación ena.",
-    "pt.flac": "Se você vocêir a informações de conta seráada.",
+    "en.flac": "This is be one or more you a as to all or not a, you want to aight all them.",
+    "fr.flac": "Lesques peut être de à que le texte pas de la', comme modifications à par en'ateur.",
+    "de.flac": "Wir sollte nicht im man nur, die den Kage unsliches Leben denken.",
+    "es.flac": "Es que los los de laora se a para imprim, como para forma a lavisación en.",
+    "pt.flac": "Se a información de conta seráada",
 }
 
 
@@ -68,13 +68,13 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
     assert model.transcribe(files[1], progress=False).text == batch[1].text
 
 
-PLUS_SHA256 = "b811a685c6fda7c6c3a1043624dfa8331247f22100bbf92d1e1f6862ae71102c"
+PLUS_SHA256 = "a84db16e6befff91159e79c26f6945109e2b6d5272b2f2bcaead7f5b39000825"
 PLUS_TURNS = [
-    ("Speaker 1", "Copiar os contactos selecionados para outro livro de endereços"),
-    ("Speaker 2", "Aplicar o tipo de ficheiro usado por predefinição"),
-    ("Speaker 1", "O arquivo de erros toade, mas não será aberto."),
-    ("Speaker 2", "Se age de"),
-    ("Speaker 2", "saco e um olha um muambeiro de Miami ficou de energia"),
+    ("Speaker 1", "Padrãoia de array"),
+    ("Speaker 2", "Não sei como o modo de navegação Adicionar automático."),
+    ("Speaker 1", "A corrente gibt keines, eles, pise for-a Aomente, olha de Atração"),
+    ("Speaker 2", "O limite superior esquerdo para o sistema mestreiro"),
+    ("Speaker 1", "Na podes actual a ser usado um avançado."),
 ]  # fmt: skip
 
 
@@ -93,7 +93,7 @@ def test_plus_sibling_writes_speaker_turns(plus):
 def test_plus_sibling_times_words_with_its_own_tags(plus):
     res = plus.transcribe(str(SAMPLES / CONVERSATION["file"]), model_timestamps=True, progress=False)
     words = res.words
-    assert len(words) > 20 and res.text.startswith("Enviar que você está triste")
+    assert len(words) > 20 and res.text.startswith("Pensé de referência")
     starts = [w.start for w in words]
     assert starts == sorted(starts) and all(0 <= w.start <= w.end <= 25.74 for w in words)
     assert "[T:" not in res.text and "_" not in res.text.split()  # tags parsed away, silences dropped
@@ -102,7 +102,7 @@ def test_plus_sibling_times_words_with_its_own_tags(plus):
 def test_ctc_aligner_times_the_reference_words_of_a_conversation():
     """Given the right words, the default model's char-CTC forced alignment places their ends within
     200 ms of the synthesis times for most words (measured with the char head on the last block, the
-    config's `ctc_char_layer`: mean 103 ms, 88 % within 200 ms on this sample with grow8c's encoder, 105 ms
+    config's `ctc_char_layer`: mean 112 ms, 88 % within 200 ms on this sample with grow8e's encoder, 103 ms and 88 % with grow8c's, 105 ms
     and 85 % with joint27's, 116 ms and 80 % with joint25c's; over conv-val 62 ms and 93 % at the mid
     layer)."""
     model = granite_asr.load_model()
