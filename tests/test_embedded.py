@@ -41,7 +41,8 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # reading); the same weights read at the last block (`ctc_char_layer` "final", session 5): en 43.7,
 # fr 43.9, de 17.4, es 10.5, pt 12.1, ja 12.8; joint27 (session 7, last block): en 40.5, fr 43.2, de 14.5,
 # es 8.1, pt 7.6, ja 8.5; grow8c (session 12, 8-layer encoder): en 34.9, fr 39.4, de 13.0, es 6.5, pt 6.1,
-# ja 6.4; grow8e (session 15): en 38.1, fr 35.6, de 7.2, es 4.0, pt 6.1, ja 10.6.
+# ja 6.4; grow8e (session 15): en 38.1, fr 35.6, de 7.2, es 4.0, pt 6.1, ja 10.6; soup-ef (session 16):
+# en 34.1, fr 34.8, de 5.8, es 4.8, pt 6.1, ja 6.4.
 CER_BOUND = {"en": 41.0, "fr": 45.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
@@ -93,14 +94,14 @@ def test_transcript_of_bundled_sample(greedy, item):
 # LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
 # the texts (RESULTS.md).
-MODEL_SHA256 = "ca4f9a96e3cb23a5008a5e3143b34f63bc6c97488e32f3d24c8e7f85f46cea99"
+MODEL_SHA256 = "4b98c5f347c4890e1947bb6d11b0bef9b567278b43c443bdfc2d0b83467ca54f"
 EXACT_GREEDY = {
-    "en.flac": "thes be requis hone o moy yusa ydon to benstald o opdite e o ot grin do yo wnt to trit in tal them",
-    "fr.flac": "les care puetêtrier e fasont que le exe pisae de l' naloure coment ublication a ité parndinateur",
-    "de.flac": "wir sollten nicht immanur an die dunklentage unseres lebenstdenken",
-    "es.flac": "especifica que los paramtros de la impresora se aplique para imprimir asi como para formate ar la visualización en pantalla",
+    "en.flac": "this be requise hone o moy us a ydadons to benstald o op dite en onot grin do yo wnt to trit in tal them",
+    "fr.flac": "les care puetêtrier de fasnt que le exepispace de l' nalour comen ublication a isté pardinateur",
+    "de.flac": "wir sollten nicht immanur an die dunklen tage unseres lebensdenken",
+    "es.flac": "especifica que los paramtros de la impresora se aplique para imprimir asi como para formate ar la visualizacón en pantalla",
     "pt.flac": "se procegir a informação de conta sera definitivamente eliminada",
-    "ja.flac": "コレイチブノサビスヲヨビホストニカンレンスルセツゾクノデタノテンソリツヲセーゲンシマス",
+    "ja.flac": "コレイチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "de.tsv.gz": "7187f90708f6f1fc",
@@ -111,12 +112,12 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "pt.tsv.gz": "bf09f633ca247c24",
 }
 EXACT = {
-    "en.flac": "the be require one or more use done to be install update not in do you want to try it install them",
-    "fr.flac": "les cartes petite fait que le texte se alors comme publication séparateurs",
+    "en.flac": "this be require one or more use done to install update not going do you want to try it install them",
+    "fr.flac": "les cartes et trier de fait que le texte se alors complication séparer",
     "de.flac": "wir sollten nicht immer nur an die dunklen tage unseres lebens denken",
-    "es.flac": "especifica que los parámetros de la impresora se aplique para imprimir así como para formatear la visualización en pantalla",
+    "es.flac": "especifica que los parámetros de la impresora se apliquen para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
-    "ja.flac": "これ一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
+    "ja.flac": "これら一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
 }
 
 
@@ -138,7 +139,8 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
 # bundled LMs shipped (session 8: general words and a Japanese LM; session 9: spell-checked general words),
 # plus a margin of about one word: the search must keep the words it found. Measured with joint27: en 69.2,
 # fr 92.3 (96.2), de 25.0, es 5.3, pt 11.1, ja 10.8; with grow8c (session 12): en 50.0, fr 96.2, de 8.3,
-# es 5.3, pt 11.1, ja 10.8; with grow8e (session 15): en 50.0, fr 76.9, de 0.0, es 5.3, pt 11.1, ja 10.8.
+# es 5.3, pt 11.1, ja 10.8; with grow8e (session 15): en 50.0, fr 76.9, de 0.0, es 5.3, pt 11.1, ja 10.8;
+# with soup-ef (session 16): en 53.8, fr 80.8, de 0.0, es 0.0, pt 11.1, ja 10.8.
 WER_BOUND = {"en": 56.0, "fr": 100.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 
@@ -152,8 +154,9 @@ def test_word_lm_search_finds_the_words(batch, item):
 
 
 # Words of the references that the plain search misses on these samples (session 8; de's "dunklen" left
-# in session 12 and "immer" in session 15, when the plain search began to find them: de is now exact)
-KEYWORDS = {"es.flac": "apliquen", "pt.flac": "eliminada"}
+# in session 12 and "immer" in session 15, es's "apliquen" in session 16, when the plain search began to
+# find them: de and es are now exact)
+KEYWORDS = {"pt.flac": "eliminada"}
 
 
 @pytest.mark.parametrize("file", sorted(KEYWORDS))

@@ -50,11 +50,11 @@ def test_siblings_store_only_what_differs_from_the_default(name):
 
 NAR_SHA256 = "62f1ea003ef8a9687b3e4f88eb12ba4531ca0553c4d8154d6be62daca674a412"
 NAR_EXACT = {
-    "en.flac": "This is be one or more you a as to all or not a, you want to aight all them.",
-    "fr.flac": "Lesques peut être de à que le texte pas de la', comme modifications à par en'ateur.",
-    "de.flac": "Wir sollte nicht im man nur, die den Kage unsliches Leben denken.",
-    "es.flac": "Es que los los de laora se a para imprim, como para forma a lavisación en.",
-    "pt.flac": "Se a información de conta seráada",
+    "en.flac": "This be a, one or more you a a to all or not a or, you want to aight all them.",
+    "fr.flac": "Lesques peuvent être deant que le texte pas de la', comme modifications à par pas'ateur.",
+    "de.flac": "Wir wir sollte nicht man man nur, die den Kage unsliches Leben denken.",
+    "es.flac": "Especificapecifique que los los de la imora se a para imprim, como para forma a lavisación en.",
+    "pt.flac": "Se a información de conta serátiv eliminarada",
 }
 
 
@@ -71,10 +71,10 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
 PLUS_SHA256 = "a84db16e6befff91159e79c26f6945109e2b6d5272b2f2bcaead7f5b39000825"
 PLUS_TURNS = [
     ("Speaker 1", "Padrãoia de array"),
-    ("Speaker 2", "Não sei como o modo de navegação Adicionar automático."),
-    ("Speaker 1", "A corrente gibt keines, eles, pise for-a Aomente, olha de Atração"),
-    ("Speaker 2", "O limite superior esquerdo para o sistema mestreiro"),
-    ("Speaker 1", "Na podes actual a ser usado um avançado."),
+    ("Speaker 2", "Não sei como o modo de emissão"),
+    ("Speaker 1", "Ou então é o Debian, para dorm e acessar, os papéis fici."),
+    ("Speaker 2", "A fonte padrão é a variar do que o valor inutiliza conser do qual a"),
+    ("Speaker 2", "jer o valor padrão de que o esupamento horizontal, compatibiles."),
 ]  # fmt: skip
 
 
