@@ -82,6 +82,7 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
     ap.add_argument("stage", choices=stages)
     ap.add_argument("--out", required=True)
     ap.add_argument("--init", help="checkpoint directory or hub id to start from")
+    ap.add_argument("--inputs", nargs="+", help="average stage: the checkpoints to average")
     ap.add_argument("--tokenizer", help="directory with tokenizer.json (lm stage without --init)")
     ap.add_argument("--preset", default="default")
     ap.add_argument(
@@ -121,6 +122,10 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
     _add_export_arguments(ap)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument(
+        "--keep-every", type=int, default=0,
+        help="also keep the weights every N steps as <out>/step-NNNNNN (for `average`); 0 = only latest",
+    )  # fmt: skip
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--stop-at", type=int, default=0, help="checkpoint and stop at this step (resume later)")
     ap.add_argument("--seed", type=int, default=0)

@@ -48,6 +48,9 @@ class LoopConfig:
     bf16: bool = True
     log_every: int = 10
     ckpt_every: int = 200
+    # Also keep the weights (no optimizer state) at every N-th step as `<out>/step-NNNNNN`, the points a
+    # checkpoint average (`train average`, RESULTS session 17) draws from; 0 = only `latest`.
+    keep_every: int = 0
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
     stop_at: int = 0  # stop (with a checkpoint) at this step, schedule unchanged; 0 = run to `steps`
     seed: int = 0
@@ -122,6 +125,15 @@ class Trainer:
         if self.dist.is_main:
             self._write(model, optim)
         distributed.barrier(self.dist)
+
+    def keep(self) -> Path:
+        """Write the weights alone as `<out>/step-NNNNNN` (rank 0; under FSDP every rank joins the gather)."""
+        model = _FullModel(self.model, distributed.full_model_state(self.net)) if self.dist.fsdp else self.model
+        path = self.out / f"step-{self.step:06d}"
+        if self.dist.is_main:
+            save_pretrained(model, path)
+        distributed.barrier(self.dist)
+        return path
 
     def _write(self, model, optim: dict) -> None:
         tmp = self.out / f".tmp-{os.getpid()}"
@@ -215,6 +227,8 @@ class Trainer:
                 sums, n, t_log = {}, 0, time.time()
             if self.step % cfg.ckpt_every == 0:
                 self.save()
+            if cfg.keep_every and self.step % cfg.keep_every == 0:
+                self.keep()
             over_time = bool(cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes)
             if distributed.any_rank(self.dist, over_time):
                 break

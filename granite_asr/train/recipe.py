@@ -34,6 +34,7 @@ from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.lora import apply_lora, merge_lora
 from ..tokenizer import Tokenizer
 from . import distributed, plus, word_lms
+from .average import average_checkpoints
 from . import objectives as obj
 from .arguments import parser
 from .data import FeatureCache, collate, epoch_batches, random_eq, random_gain, spec_augment, vtlp
@@ -95,7 +96,8 @@ def _feature_batches(model, args):
 def _loop_config(args, recipe: dict) -> LoopConfig:
     return LoopConfig(
         out_dir=args.out, steps=args.steps, lr=args.lr, warmup=args.warmup, bf16=not args.fp32,
-        log_every=args.log_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes, seed=args.seed,
+        log_every=args.log_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
+        max_minutes=args.max_minutes, seed=args.seed,
         stop_at=args.stop_at, fsdp=args.fsdp, device=args.device,
         recipe={**recipe, "argv": vars(args)},
     )  # fmt: skip
@@ -355,7 +357,16 @@ def stage_export(args) -> None:
     """Write --init as a shippable checkpoint: the official layout in bfloat16 (the embedded default is
     stored this way, issue 4 §4); `--fp32` keeps float32. `--auto-mode`/`--ctc-head`/`--ctc-char-layer`
     record how the checkpoint transcribes by default (`SpeechConfig.auto_mode`, `ctc_head`, `ctc_char_layer`)."""
-    model = load_pretrained(args.init, dtype=torch.float32)
+    _export(load_pretrained(args.init, dtype=torch.float32), args, args.init)
+
+
+def stage_average(args) -> None:
+    """Write the element-wise mean of --inputs (e.g. the `--keep-every` snapshots of one run) as
+    `export` writes a checkpoint, with the same flags (`average.py`)."""
+    _export(average_checkpoints(args.inputs), args, f"mean of {len(args.inputs)} checkpoints")
+
+
+def _export(model, args, source: str) -> None:
     if args.auto_mode or args.ctc_head or args.ctc_char_layer:
         model.config = model.config.replace(
             auto_mode=args.auto_mode or model.config.auto_mode,
@@ -366,7 +377,7 @@ def stage_export(args) -> None:
         model, args.out, dtype=torch.float32 if args.fp32 else torch.bfloat16, base=args.base
     )
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"exported {args.init} -> {out} ({size / 2**20:.1f} MiB)", flush=True)
+    print(f"exported {source} -> {out} ({size / 2**20:.1f} MiB)", flush=True)
 
 
 STAGES = {
@@ -378,6 +389,7 @@ STAGES = {
     "nar": stage_nar,
     "plus": stage_plus,
     "export": stage_export,
+    "average": stage_average,
     "wordlm": stage_wordlm,
 }
 
@@ -386,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser(sorted(STAGES), __doc__, LANGS).parse_args(argv)
     if args.corpus and not args.cache:
         args.cache = str(Path(args.corpus) / "features")
-    if args.stage not in ("tokenizer", "wordlm", "export"):  # the stages that train a model
+    if args.stage not in ("tokenizer", "wordlm", "export", "average"):  # the stages that train a model
         args.device = str(distributed.resolve_device(args.device))
     distributed.init_from_env(args.device)  # torchrun's environment → a process group; nothing without it
     try:
