@@ -27,8 +27,10 @@ def average_state_dicts(
     if not states:
         raise ValueError("average: no checkpoints given")
     names = list(names) if names is not None else [f"input {i}" for i in range(len(states))]
+    if len(names) != len(states):
+        raise ValueError(f"average: {len(names)} names for {len(states)} checkpoints")
     first = states[0]
-    for name, sd in zip(names[1:], states[1:]):
+    for name, sd in zip(names[1:], states[1:], strict=True):
         if sd.keys() != first.keys():
             diff = sorted(sd.keys() ^ first.keys())
             raise ValueError(f"average: {name} has other tensors than {names[0]}: {diff[:5]}")

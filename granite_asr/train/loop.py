@@ -128,7 +128,9 @@ class Trainer:
 
     def keep(self) -> Path:
         """Write the weights alone as `<out>/step-NNNNNN` (rank 0; under FSDP every rank joins the gather)."""
-        model = _FullModel(self.model, distributed.full_model_state(self.net)) if self.dist.fsdp else self.model
+        model = (
+            _FullModel(self.model, distributed.full_model_state(self.net)) if self.dist.fsdp else self.model
+        )
         path = self.out / f"step-{self.step:06d}"
         if self.dist.is_main:
             save_pretrained(model, path)

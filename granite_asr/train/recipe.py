@@ -34,9 +34,9 @@ from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.lora import apply_lora, merge_lora
 from ..tokenizer import Tokenizer
 from . import distributed, plus, word_lms
-from .average import average_checkpoints
 from . import objectives as obj
 from .arguments import parser
+from .average import average_checkpoints
 from .data import FeatureCache, collate, epoch_batches, random_eq, random_gain, spec_augment, vtlp
 from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
