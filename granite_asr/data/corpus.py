@@ -13,6 +13,8 @@ Splits (one JSONL manifest each, audio under DIR/audio/<split>/<lang>/):
 A sentence is held out by hashing its English pivot (the sentence itself for en, its msgid for a parallel
 pair), so a held-out sentence is held out in every language and its translation never leaks into train.
 Re-running the same command resumes: finished items (row in DIR/.partial/<split>.jsonl) are skipped.
+`--convert-prob P` resynthesises that share of the train utterances as WORLD pseudo-speakers (new pitch,
+formants and intonation range, `voice_conv.py`); everything else in the plan stays as it was.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 from . import text as textmod
 from . import tts
+from . import voice_conv as vc
 from .manifest import merge_manifests
 from .render import init_worker, render
 
@@ -74,6 +77,10 @@ class BuildConfig:
     rate_range: tuple[float, float] = (0.8, 1.3)
     pitch_range: tuple[float, float] = (-3.0, 3.0)  # semitones, for engines with a pitch control
     augment_prob: float = 0.6  # share of train items that get augmented; validation stays clean
+    # Share of train utterances resynthesised as a WORLD pseudo-speaker (`voice_conv.py`); drawn from a
+    # stream of their own, so 0 plans exactly what builds without it planned.
+    convert_prob: float = 0.0
+    convert_ranges: vc.ConversionRanges = field(default_factory=vc.ConversionRanges)
     min_words: int = 3
     max_words: int = 25
     conv_words: int = 40  # stop adding turns past this many words (~25-30 s, words are spoken singly)
@@ -149,7 +156,17 @@ def _utt_item(cfg, lang, split, i, sentence, voice, trans, rng) -> dict:
         "augment": split == "train" and bool(rng.random() < cfg.augment_prob),
         "seed": item_seed(cfg.seed, uid),
         "audio": f"audio/{split}/{lang}/{uid}.flac",
+        "convert": _conversion(cfg, split, uid),
     }
+
+
+def _conversion(cfg: BuildConfig, split: str, uid: str) -> dict | None:
+    if split != "train" or cfg.convert_prob <= 0:  # validation voices stay the engines' own
+        return None
+    rng = np.random.default_rng(item_seed(cfg.seed, "convert", uid))
+    if rng.random() >= cfg.convert_prob:
+        return None
+    return vc.draw(rng, cfg.convert_ranges).as_dict()
 
 
 def plan_language(cfg: BuildConfig, lang: str) -> list[dict]:
@@ -337,6 +354,12 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--engines", default=None, help="comma list to restrict engines, e.g. espeak,flite,piper")
     b.add_argument("--augment-prob", type=float, default=0.6)
+    b.add_argument(
+        "--convert-prob",
+        type=float,
+        default=0.0,
+        help="share of train utterances resynthesised as WORLD pseudo-speakers (needs pyworld-prebuilt)",
+    )
     b.add_argument("--engine-weights", default="", help="e.g. kokoro=2,espeak=0.5 (overrides defaults)")
     b.add_argument("--splits", default=None, help=f"comma list: render only these of {','.join(SPLITS)}")
     a = ap.parse_args(argv)
@@ -359,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=a.workers,
         engines=tuple(a.engines.split(",")) if a.engines else None,
         augment_prob=a.augment_prob,
+        convert_prob=a.convert_prob,
         engine_weights=weights,
         splits=_split_names(a.splits),
     )

@@ -17,6 +17,7 @@ import soundfile as sf
 from . import augment as aug
 from . import text as textmod
 from . import tts
+from . import voice_conv as vc
 
 SR = tts.SAMPLE_RATE
 
@@ -54,6 +55,9 @@ def render_utt(item: dict) -> tuple[dict, np.ndarray]:
     say = textmod.tts_text(item["text"], item["lang"], voice.engine)
     _seed_neural(item["seed"])
     x, _ = tts.synthesize(voice, say, rate=item["rate"], pitch=item["pitch"], seed=item["seed"])
+    conv = item.get("convert")
+    if conv:  # before augmentation: WORLD analyses clean speech, noise and reverb come after
+        x = vc.convert(x, SR, vc.Conversion(**conv))
     x, log = _finish(x, item, aug.AugmentPolicy())
     row = {k: item[k] for k in ("id", "audio", "text", "lang", "split", "rate", "pitch", "seed")}
     row.update(
@@ -63,6 +67,8 @@ def render_utt(item: dict) -> tuple[dict, np.ndarray]:
         family=voice.family,
         augment=log,
     )
+    if conv:
+        row["convert"] = conv
     if say != item["text"]:
         row["tts_text"] = say  # what the engine actually read (kana for espeak/mbrola Japanese)
     if item["translation"]:
