@@ -24,6 +24,7 @@ from torch import nn
 from ..lengths import lengths_to_mask
 from .data import FeatureCache, Utterance, bucket_batches, collate
 from .objectives import SpeechExample, answer_loss, speech_inputs
+from .precision import bf16_pays
 
 
 class EncodedCache:
@@ -49,7 +50,7 @@ class EncodedCache:
         chunks: dict[int, np.ndarray] = {}
         for batch in bucket_batches(cache.items, batch_frames, 64, None):
             fb = collate(cache, batch)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_pays(device.type)):
                 enc = model.encoder(fb.features.to(device), fb.lengths.to(device))
             out = enc.features.float().cpu().numpy().astype(np.float16)  # (B, T, C)
             for i, u in enumerate(batch):

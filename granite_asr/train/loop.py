@@ -34,6 +34,7 @@ from torch import nn
 from ..model.checkpoint import save_pretrained
 from . import distributed
 from .data import FeatureBatch
+from .precision import bf16_pays
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,15 @@ class Trainer:
     """Runs `loss_fn(model, batch) -> dict[str, Tensor]` (key "loss" is optimised) over `batches`."""
 
     def __init__(self, model: nn.Module, cfg: LoopConfig, loss_fn: Callable[[nn.Module, Any], dict]):
-        self.model, self.cfg, self.loss_fn = model, cfg, loss_fn
         self.out = Path(cfg.out_dir)
         self.device = torch.device(cfg.device)
+        if cfg.bf16 and not bf16_pays(self.device.type):
+            # No native bf16 here: autocast would make every step many times slower (precision.py).
+            print(
+                f"[train] bf16 autocast is slow or unsupported on this {self.device.type}: training in fp32"
+            )
+            cfg = replace(cfg, bf16=False)
+        self.model, self.cfg, self.loss_fn = model, cfg, loss_fn
         model.to(self.device)  # before the optimizer and the DDP/FSDP wrap, which bind the parameters
         self.dist = distributed.context(cfg.fsdp)
         # Under torchrun the model runs wrapped (before the optimizer exists: FSDP replaces parameters).
