@@ -42,7 +42,8 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # fr 43.9, de 17.4, es 10.5, pt 12.1, ja 12.8; joint27 (session 7, last block): en 40.5, fr 43.2, de 14.5,
 # es 8.1, pt 7.6, ja 8.5; grow8c (session 12, 8-layer encoder): en 34.9, fr 39.4, de 13.0, es 6.5, pt 6.1,
 # ja 6.4; grow8e (session 15): en 38.1, fr 35.6, de 7.2, es 4.0, pt 6.1, ja 10.6; soup-ef (session 16):
-# en 34.1, fr 34.8, de 5.8, es 4.8, pt 6.1, ja 6.4.
+# en 34.1, fr 34.8, de 5.8, es 4.8, pt 6.1, ja 6.4; soup-efj (session 22): en 34.9, fr 37.1, de 8.7,
+# es 4.0, pt 6.1, ja 6.4.
 CER_BOUND = {"en": 41.0, "fr": 45.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
@@ -94,12 +95,12 @@ def test_transcript_of_bundled_sample(greedy, item):
 # LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
 # the texts (RESULTS.md).
-MODEL_SHA256 = "4b98c5f347c4890e1947bb6d11b0bef9b567278b43c443bdfc2d0b83467ca54f"
+MODEL_SHA256 = "9fad50a6d510f532df8dd791e58c154de3e4fc0439b6c18739eab4b4d2a2e864"
 EXACT_GREEDY = {
-    "en.flac": "this be requise hone o moy us a ydadons to benstald o op dite en onot grin do yo wnt to trit in tal them",
-    "fr.flac": "les care puetêtrier de fasnt que le exepispace de l' nalour comen ublication a isté pardinateur",
-    "de.flac": "wir sollten nicht immanur an die dunklen tage unseres lebensdenken",
-    "es.flac": "especifica que los paramtros de la impresora se aplique para imprimir asi como para formate ar la visualizacón en pantalla",
+    "en.flac": "this be requise hone o moyus a ydadons to benstld o opbdite en od ot rin doe yo wnt to trite instal thm",
+    "fr.flac": "les carepeuetêtrier defasnt que le exe pispaes e l' nalour coment ublication asté parndinateur",
+    "de.flac": "wir sollten nicht imanur an die dunklentage unseres lebensdenken",
+    "es.flac": "especifica que los parameros de la impresora se aplique para imprimir asi como para formate ar la visualización en pantalla",
     "pt.flac": "se procegir a informação de conta sera definitivamente eliminada",
     "ja.flac": "コレイチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
@@ -112,9 +113,9 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "pt.tsv.gz": "bf09f633ca247c24",
 }
 EXACT = {
-    "en.flac": "this be require one or more use done to install update not going do you want to try it install them",
-    "fr.flac": "les cartes et trier de fait que le texte se alors complication séparer",
-    "de.flac": "wir sollten nicht immer nur an die dunklen tage unseres lebens denken",
+    "en.flac": "this be require one may use done to be install update not in do you want to try to install them",
+    "fr.flac": "les cartes et trier ans que le espace alors complication séparer",
+    "de.flac": "wir sollten nicht an nur an die dunklen tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se apliquen para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
     "ja.flac": "これら一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
@@ -140,7 +141,8 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
 # plus a margin of about one word: the search must keep the words it found. Measured with joint27: en 69.2,
 # fr 92.3 (96.2), de 25.0, es 5.3, pt 11.1, ja 10.8; with grow8c (session 12): en 50.0, fr 96.2, de 8.3,
 # es 5.3, pt 11.1, ja 10.8; with grow8e (session 15): en 50.0, fr 76.9, de 0.0, es 5.3, pt 11.1, ja 10.8;
-# with soup-ef (session 16): en 53.8, fr 80.8, de 0.0, es 0.0, pt 11.1, ja 10.8.
+# with soup-ef (session 16): en 53.8, fr 80.8, de 0.0, es 0.0, pt 11.1, ja 10.8;
+# with soup-efj (session 22): en 50.0, fr 88.5, de 8.3, es 0.0, pt 11.1, ja 10.8.
 WER_BOUND = {"en": 56.0, "fr": 100.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 
@@ -155,7 +157,7 @@ def test_word_lm_search_finds_the_words(batch, item):
 
 # Words of the references that the plain search misses on these samples (session 8; de's "dunklen" left
 # in session 12 and "immer" in session 15, es's "apliquen" in session 16, when the plain search began to
-# find them: de and es are now exact)
+# find them; es is exact, and soup-efj (session 22) writes de's "immer" as "an")
 KEYWORDS = {"pt.flac": "eliminada"}
 
 

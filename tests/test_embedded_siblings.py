@@ -49,14 +49,14 @@ def test_siblings_store_only_what_differs_from_the_default(name):
 
 
 # The siblings read their encoder from `assets/default`, so their outputs are pinned for that model too.
-DEFAULT_SHA256 = "4b98c5f347c4890e1947bb6d11b0bef9b567278b43c443bdfc2d0b83467ca54f"
+DEFAULT_SHA256 = "9fad50a6d510f532df8dd791e58c154de3e4fc0439b6c18739eab4b4d2a2e864"
 NAR_SHA256 = "62f1ea003ef8a9687b3e4f88eb12ba4531ca0553c4d8154d6be62daca674a412"
 NAR_EXACT = {
-    "en.flac": "This be a, one or more you a a to all or not a or, you want to aight all them.",
-    "fr.flac": "Lesques peuvent être deant que le texte pas de la', comme modifications à par pas'ateur.",
-    "de.flac": "Wir wir sollte nicht man man nur, die den Kage unsliches Leben denken.",
+    "en.flac": "This is be be, one or more you a a to all, or data the not aing, you want to tright all them.",
+    "fr.flac": "Lesques peuvent être de sont à que le texte pas de la', comme modifications à par pas'ateur.",
+    "de.flac": "Wir manten nicht mit man nur, die den Kage unsseres Leben denken.",
     "es.flac": "Especificapecifique que los los de la imora se a para imprim, como para forma a lavisación en.",
-    "pt.flac": "Se a información de conta serátiv eliminarada",
+    "pt.flac": "Se a información de conta serátivamente eliminarada",
 }
 
 
@@ -74,10 +74,11 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
 PLUS_SHA256 = "a84db16e6befff91159e79c26f6945109e2b6d5272b2f2bcaead7f5b39000825"
 PLUS_TURNS = [
     ("Speaker 1", "Padrãoia de array"),
-    ("Speaker 2", "Não sei como o modo de emissão"),
-    ("Speaker 1", "Ou então é o Debian, para dorm e acessar, os papéis fici."),
-    ("Speaker 2", "A fonte padrão é a variar do que o valor inutiliza conser do qual a"),
-    ("Speaker 2", "jer o valor padrão de que o esupamento horizontal, compatibiles."),
+    ("Speaker 2", "Não sei como o modo de navegação Adicionar automático."),
+    ("Speaker 1", "A corrente gibt keines, eles, pise forim comoas A chave expirou neste jogo."),
+    ("Speaker 1", "Os nochem destruir um jogo memoria lhe auxiliaris"),
+    ("Speaker 2", "Escolha de reunião."),
+    ("Speaker 1", "Na última vez que quiere é uma transidade do que o termobere."),
 ]  # fmt: skip
 
 
