@@ -107,7 +107,8 @@ def test_plus_sibling_times_words_with_its_own_tags(plus):
 def test_ctc_aligner_times_the_reference_words_of_a_conversation():
     """Given the right words, the default model's char-CTC forced alignment places their ends within
     200 ms of the synthesis times for most words (measured with the char head on the last block, the
-    config's `ctc_char_layer`: mean 103 ms, 90 % within 200 ms on this sample with soup-ef's encoder, 112 ms
+    config's `ctc_char_layer`: mean 103 ms, 90 % within 200 ms on this sample with soup-efj's encoder and
+    with soup-ef's, 112 ms
     and 88 % with grow8e's, 103 ms and 88 % with grow8c's, 105 ms
     and 85 % with joint27's, 116 ms and 80 % with joint25c's; over conv-val 62 ms and 93 % at the mid
     layer)."""
