@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .options import MODES
+from .options import MODES, DecodeOptions
 
 SubcommandRun = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], SubcommandRun]] = {}
@@ -74,12 +74,18 @@ def add_quantize_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_word_lm_argument(p: argparse.ArgumentParser) -> None:
-    """`--word-lm` (`DecodeOptions.word_lm`): shared by transcribe, translate, transcribe-corpus, eval, serve."""
+def add_char_ctc_arguments(p: argparse.ArgumentParser) -> None:
+    """`--word-lm` and `--ctc-tempo` (`DecodeOptions.word_lm`, `.ctc_tempo`): shared by transcribe,
+    translate, transcribe-corpus, eval, serve."""
     p.add_argument(
         "--word-lm", default="auto", metavar="auto|none|DIR",
         help="char-CTC transcription: search with the bundled lexicon + word LM (auto), keep the greedy "
         "spelling (none), or use DIR's <lang>.tsv.gz word LMs (granite-asr train wordlm)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ctc-tempo", type=float, default=DecodeOptions.ctc_tempo, metavar="X",
+        help="char-CTC transcription: encode a clip whose char head labels most frames again from log-mel "
+        f"stretched X times (default {DecodeOptions.ctc_tempo}; 1 turns it off)",
     )  # fmt: skip
 
 
@@ -89,7 +95,7 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-timestamps", action="store_true", help="word times and confidences")
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
-    add_word_lm_argument(p)
+    add_char_ctc_arguments(p)
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: auto)")
     p.add_argument(
         "--max-new-tokens",
@@ -175,6 +181,7 @@ def _options(args: argparse.Namespace, task: str):
         mode=args.mode,
         beam_size=args.beam_size,
         word_lm=args.word_lm,
+        ctc_tempo=args.ctc_tempo,
         batch_size=args.batch_size,
         vad=args.vad,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,

@@ -20,10 +20,10 @@ from .cli import (
     _err,
     _load,
     _options,
+    add_char_ctc_arguments,
     add_decoding_arguments,
     add_model_arguments,
     add_quantize_argument,
-    add_word_lm_argument,
 )
 from .options import MODES
 
@@ -105,7 +105,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     add_quantize_argument(p)
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--beam-size", type=int, default=1)
-    add_word_lm_argument(p)
+    add_char_ctc_arguments(p)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="score only the first N rows")
     p.add_argument("--no-translate", action="store_true", help="skip the translation (BLEU) pass")
@@ -135,7 +135,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         report = evaluate(
             model, args.manifest, mode=args.mode, beam_size=args.beam_size, batch_size=args.batch_size,
-            word_lm=args.word_lm, language_hint=not args.no_language_hint, limit=args.limit,
+            word_lm=args.word_lm, ctc_tempo=args.ctc_tempo, language_hint=not args.no_language_hint,
+            limit=args.limit,
             translate=not args.no_translate, model_name=args.model or "embedded", by=args.by,
             progress=sys.stderr.isatty(),
         )  # fmt: skip

@@ -191,6 +191,7 @@ def evaluate(
     beam_size: int = 1,
     batch_size: int | None = None,
     word_lm: str = "auto",
+    ctc_tempo: float = DecodeOptions.ctc_tempo,
     language_hint: bool = True,
     limit: int | None = None,
     translate: bool = True,
@@ -205,11 +206,14 @@ def evaluate(
     manifest = Path(manifest)
     rows = [json.loads(x) for x in manifest.read_text("utf-8").splitlines() if x.strip()][:limit]
     engine = Engine(model)
-    decode = DecodeOptions(mode=mode, beam_size=beam_size, batch_size=batch_size, word_lm=word_lm)
+    decode = DecodeOptions(
+        mode=mode, beam_size=beam_size, batch_size=batch_size, word_lm=word_lm, ctc_tempo=ctc_tempo
+    )
     mode_run = decode.resolved_mode(model.variant, model.config.auto_mode)
     report = EvalReport(
         model=model_name, manifest=str(manifest), mode=mode_run,
-        options={"beam_size": beam_size, "word_lm": word_lm, "language_hint": language_hint}, by=by,
+        options={"beam_size": beam_size, "word_lm": word_lm, "ctc_tempo": ctc_tempo, "language_hint": language_hint},
+        by=by,
     )  # fmt: skip
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for r in rows:

@@ -4,6 +4,9 @@ Every other module (features, model masks, prompts, engine, timestamps, server, 
 `FrameGeometry` instead of redoing the division. Rules (SPEC §2.2, §3.6, §4.1, §6.2):
 
 - mel frames:      M = L // hop + 1                        (torch.stft, center=True)
+- tempo τ (char-CTC re-encoding of fast speech, AR/Plus geometry only): the log-mel time axis is
+                   resampled to M' = round(M · τ) frames before stacking; each encoder frame then
+                   spans 1/τ of its usual time (`frame_seconds`)
 - encoder frames:  AR/Plus: T = M // s  (the odd trailing mel frame is dropped; s = frames stacked)
                    NAR:     T = L // (hop · s)              (mel truncated to s · (L // (hop · s)) first)
 - projector:       windows W = ceil(T / window_size); AR tokens = W · (window_size / downsample_rate)
@@ -50,17 +53,25 @@ class FrameGeometry:
         )
 
     # ------------------------------------------------------------------ counts (ints or LongTensors)
-    def mel_frames(self, num_samples):
-        return num_samples // self.hop_length + 1
+    def mel_frames(self, num_samples, tempo: float = 1.0):
+        """Mel frames of a clip; with `tempo` ≠ 1, the count after its time axis is resampled."""
+        mel = num_samples // self.hop_length + 1
+        if tempo == 1.0:
+            return mel
+        if isinstance(mel, torch.Tensor):
+            return torch.round(mel.double() * tempo).long()
+        return round(mel * tempo)
 
-    def encoder_frames(self, num_samples):
+    def encoder_frames(self, num_samples, tempo: float = 1.0):
         if self.nar:
+            if tempo != 1.0:
+                raise ValueError("a tempo other than 1 applies to the AR/Plus geometry only")
             return num_samples // (self.hop_length * self.frames_stacked)
-        return self.mel_frames(num_samples) // self.frames_stacked
+        return self.mel_frames(num_samples, tempo) // self.frames_stacked
 
-    def used_mel_frames(self, num_samples):
+    def used_mel_frames(self, num_samples, tempo: float = 1.0):
         """Mel frames kept before stacking (the rest are dropped)."""
-        return self.encoder_frames(num_samples) * self.frames_stacked
+        return self.encoder_frames(num_samples, tempo) * self.frames_stacked
 
     def projector_windows(self, encoder_frames):
         return _ceil_div(encoder_frames, self.window_size)
@@ -88,6 +99,10 @@ class FrameGeometry:
     @property
     def encoder_frame_seconds(self) -> float:
         return self.hop_length * self.frames_stacked / self.sample_rate
+
+    def frame_seconds(self, tempo: float = 1.0) -> float:
+        """Audio time per encoder frame of features stretched by `tempo`."""
+        return self.encoder_frame_seconds / tempo
 
     @property
     def audio_token_seconds(self) -> float:

@@ -36,6 +36,13 @@ class DecodeOptions:
     # lexicon + word LM (`decoding/lexicon.py`; the language given, or guessed from the greedy words),
     # "none" keeps the greedy spelling, a directory uses its `<lang>.tsv.gz` word LMs instead.
     word_lm: str = "auto"
+    # Char-CTC transcription of fast speech: a clip whose char head emits a label on more than
+    # `ctc_saturation` of its encoder frames (collapsed greedy labels / frames) has run out of frames for
+    # its letters (a 25 Hz head, as the embedded model's, meets ~20 chars/s of fast speech), so it is
+    # encoded again with its log-mel stretched `ctc_tempo` times longer; 1.0 turns this off. Chosen on
+    # one validation draw, then measured on three others (recipes/RESULTS.md, session 25).
+    ctc_tempo: float = 1.2
+    ctc_saturation: float = 0.6
 
     def resolved_mode(self, variant: str, preferred: str | None = None) -> str:
         """`auto` → `preferred` (a checkpoint's `SpeechConfig.auto_mode`) or the variant's own."""
@@ -83,6 +90,10 @@ class TranscribeOptions:
             raise ValueError(f"unknown mode {self.decode.mode!r}; choose from {MODES}")
         if self.decode.beam_size < 1:
             raise ValueError("beam_size must be >= 1")
+        if not 1.0 <= self.decode.ctc_tempo <= 4.0:
+            raise ValueError(f"ctc_tempo must be between 1 and 4, got {self.decode.ctc_tempo}")
+        if not 0.0 < self.decode.ctc_saturation <= 1.0:
+            raise ValueError(f"ctc_saturation must be in (0, 1], got {self.decode.ctc_saturation}")
         if self.decode.word_lm not in ("auto", "none") and not Path(self.decode.word_lm).is_dir():
             raise ValueError(f"word_lm: {self.decode.word_lm!r} is not 'auto', 'none' or a directory")
         mode = self.resolved_mode(variant, preferred)

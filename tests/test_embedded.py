@@ -43,8 +43,10 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # es 8.1, pt 7.6, ja 8.5; grow8c (session 12, 8-layer encoder): en 34.9, fr 39.4, de 13.0, es 6.5, pt 6.1,
 # ja 6.4; grow8e (session 15): en 38.1, fr 35.6, de 7.2, es 4.0, pt 6.1, ja 10.6; soup-ef (session 16):
 # en 34.1, fr 34.8, de 5.8, es 4.8, pt 6.1, ja 6.4; soup-efj (session 22): en 34.9, fr 37.1, de 8.7,
-# es 4.0, pt 6.1, ja 6.4; swa-l (session 24): en 36.5, fr 39.4, de 10.1, es 4.8, pt 4.5, ja 6.4.
-CER_BOUND = {"en": 41.0, "fr": 45.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
+# es 4.0, pt 6.1, ja 6.4; swa-l (session 24): en 36.5, fr 39.4, de 10.1, es 4.8, pt 4.5, ja 6.4; the same
+# weights with saturated rows encoded again at tempo 1.2 (`DecodeOptions.ctc_tempo`, session 25; the en, fr
+# and es samples are re-encoded): en 22.2, fr 15.9, de 10.1, es 3.2, pt 4.5, ja 6.4.
+CER_BOUND = {"en": 28.0, "fr": 22.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
 def cer(item: dict, hypothesis: str) -> float:
@@ -97,10 +99,10 @@ def test_transcript_of_bundled_sample(greedy, item):
 # the texts (RESULTS.md).
 MODEL_SHA256 = "d1fe581b99c862daf806c5057f553b013a9b2dd30901a6cee0ae22537c36fe2f"
 EXACT_GREEDY = {
-    "en.flac": "the be requise hone o moy us a ydadons to beistald on op dite an ot ot a rin toe you wnt to trit in tal thm",
-    "fr.flac": "les care peuetêtrier defasnta nque le exe pisace d ' naloure coment ulication asts pardinateur",
+    "en.flac": "this be requize one or maol us am y dadons to be instald or up dated n ord oto jrin do you wont to trite install them",
+    "fr.flac": "les cadres peuvet être lies de faont à ce que le texte puisespaces de l' nalotre comment publication asiste par ordinateur",
     "de.flac": "wier sollten nicht immanur an die dunmklen tager unseres lebensdenken",
-    "es.flac": "especifica que los paráameros de la impresra se apliquen para imprimir asi como para formate ar la visualización en pantala",
+    "es.flac": "especifica que los pará metros de la impresora se apliquen para imprimir as i como para formatear la visualización en pantala",
     "pt.flac": "se proceguir a informação de conta sera definitivamente eliminada",
     "ja.flac": "コレライチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
@@ -113,8 +115,8 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "pt.tsv.gz": "bf09f633ca247c24",
 }
 EXACT = {
-    "en.flac": "the be require one as a done to be is to led on update not in the you want to try to install them",
-    "fr.flac": "les cartes et rient satellite complication spartiate ure",
+    "en.flac": "this be require one or more use a done to be installed or update not in do you want to try to install them",
+    "fr.flac": "les cadres peuvent être les de façon à ce que le texte puis espaces de alors comment publication astre pardi nature",
     "de.flac": "wir sollten nicht immer nur an die dunklen tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se apliquen para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
@@ -143,8 +145,9 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
 # es 5.3, pt 11.1, ja 10.8; with grow8e (session 15): en 50.0, fr 76.9, de 0.0, es 5.3, pt 11.1, ja 10.8;
 # with soup-ef (session 16): en 53.8, fr 80.8, de 0.0, es 0.0, pt 11.1, ja 10.8;
 # with soup-efj (session 22): en 50.0, fr 88.5, de 8.3, es 0.0, pt 11.1, ja 10.8;
-# with swa-l (session 24): en 61.5, fr 96.2, de 0.0, es 0.0, pt 11.1, ja 10.8.
-WER_BOUND = {"en": 66.0, "fr": 100.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
+# with swa-l (session 24): en 61.5, fr 96.2, de 0.0, es 0.0, pt 11.1, ja 10.8; the same weights with
+# `ctc_tempo` (session 25): en 38.5, fr 50.0, de 0.0, es 0.0, pt 11.1, ja 10.8.
+WER_BOUND = {"en": 45.0, "fr": 58.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 
 @pytest.mark.parametrize(

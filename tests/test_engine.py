@@ -12,6 +12,7 @@ import torch
 
 from granite_asr import char_vocab
 from granite_asr.audio.features import FeatureExtractor
+from granite_asr.decoding.ctc import char_logits
 from granite_asr.decoding.simple import greedy_transcribe
 from granite_asr.engine import Engine, EngineResult, plan_batches
 from granite_asr.engine.engine import TIMESTAMP_TOKENS_PER_SECOND
@@ -223,13 +224,48 @@ def test_checkpoint_auto_mode_and_ctc_head(engines, tmp_path):
     assert engine.check(opts().replace(keywords=("hello",))) == "ctc"  # the word-LM search biases
     assert engine.check(opts(word_lm="none").replace(keywords=("hello",))) == "ar"
     assert engines["tiny"].check(opts()) == "ar"  # a plain checkpoint: the variant's own
-    got = engine.run(AUDIOS[:2], opts())
+    got = engine.run(AUDIOS[:2], opts(ctc_tempo=1.0))  # the head as it is (re-encoding: below)
     feats = FeatureExtractor.from_config(loaded.config)
     for audio, res in zip(AUDIOS[:2], got, strict=True):
         x = feats.clip_features(torch.from_numpy(audio))[None]
         with torch.no_grad():
             enc = loaded.encoder(x.to(next(loaded.parameters()).dtype), torch.tensor([x.shape[1]]))
         assert res.mode_used == "ctc" and res.text == char_greedy(loaded, enc)[0]
+
+
+def test_saturated_char_head_is_encoded_again_at_a_slower_tempo():
+    """Char-CTC rows whose head labels more than `ctc_saturation` of its frames are encoded again from
+    log-mel stretched `ctc_tempo` times (`Engine._retempo`): their posteriors, frame count and frame
+    duration are the stretched features', they are the same alone and in a batch, and rows under the
+    limit keep their first pass."""
+    model = build_tiny("tiny-plus")  # no BPE head: mode "ctc" reads the char head
+    engine, tempo = Engine(model), 1.5
+    feats = FeatureExtractor.from_config(model.config)
+    first = engine.run(AUDIOS, opts("ctc", ctc_tempo=1.0))
+    rates = [len(char_vocab.encode(r.text)) / r.encoder_frames for r in first]
+    limit = sorted(rates)[
+        len(rates) // 2
+    ]  # the busier half is re-encoded (the random head labels most frames)
+    got = engine.run(AUDIOS, opts("ctc", ctc_tempo=tempo, ctc_saturation=limit))
+    stretched = [i for i, rate in enumerate(rates) if rate > limit]
+    assert 0 < len(stretched) < len(AUDIOS)
+    for i, (audio, before, res) in enumerate(zip(AUDIOS, first, got, strict=True)):
+        if i not in stretched:
+            assert_same(before, res)
+            assert res.frame_seconds == engine.geometry.encoder_frame_seconds
+            continue
+        x = feats.clip_features(torch.from_numpy(audio), tempo)[None]  # (1, T', D)
+        assert res.encoder_frames == x.shape[1] == engine.geometry.encoder_frames(len(audio), tempo)
+        assert res.encoder_frames > before.encoder_frames
+        assert res.frame_seconds == pytest.approx(engine.geometry.encoder_frame_seconds / tempo)
+        with torch.no_grad():
+            enc = model.encoder(x, torch.tensor([x.shape[1]]))
+        expected = torch.log_softmax(char_logits(model, enc).float(), -1)[0]
+        assert torch.allclose(res.char_logits, expected, atol=1e-4)
+        alone = engine.run([audio], opts("ctc", ctc_tempo=tempo, ctc_saturation=limit))[0]
+        assert_same(alone, res)
+    with pytest.raises(ValueError, match="ctc_tempo"):
+        engine.run(AUDIOS[:1], opts("ctc", ctc_tempo=0.5))
 
 
 def test_checkpoint_ctc_char_layer_moves_transcripts_and_alignment(tmp_path):

@@ -106,7 +106,7 @@ def test_eval_cli_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "nar" and set(report["asr"]) == {"en", "fr"} and report["translation"] == {}
-    assert report["options"] == {"beam_size": 1, "word_lm": "auto", "language_hint": True}
+    assert report["options"] == {"beam_size": 1, "word_lm": "auto", "ctc_tempo": 1.2, "language_hint": True}
     # per voice: en has u0 (voice a) and u1 (b), fr only u2 (b)
     assert {lang: {g: r["n"] for g, r in gs.items()} for lang, gs in report["groups"].items()} == {
         "en": {"a": 1, "b": 1},
@@ -150,9 +150,10 @@ def test_eval_records_the_decoding_options_that_change_scores(tmp_path):
     model = build_tiny("tiny")
     hinted = evaluate(model, _manifest(tmp_path), mode="ctc", translate=False)
     plain = evaluate(
-        model, _manifest(tmp_path), mode="ctc", word_lm="none", language_hint=False, translate=False
-    )
-    assert plain.options == {"beam_size": 1, "word_lm": "none", "language_hint": False}
+        model, _manifest(tmp_path), mode="ctc", word_lm="none", ctc_tempo=1.0, language_hint=False,
+        translate=False,
+    )  # fmt: skip
+    assert plain.options == {"beam_size": 1, "word_lm": "none", "ctc_tempo": 1.0, "language_hint": False}
     assert hinted.options["word_lm"] == "auto" and hinted.options["language_hint"]
     assert set(plain.asr) == set(hinted.asr) == {"en", "fr"}
 

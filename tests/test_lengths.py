@@ -1,3 +1,6 @@
+import pytest
+import torch
+
 from granite_asr.config import preset
 from granite_asr.lengths import FrameGeometry
 
@@ -21,3 +24,16 @@ def test_ar_odd_mel_frame_dropped_and_nar_truncation():
     # 16000 samples: 101 mel frames → AR 50, NAR 50; 16320: AR (103)//2=51, NAR 51
     assert ar.encoder_frames(16320) == 51 and nar.encoder_frames(16320) == 51
     assert nar.edit_slots(2) == 8 and nar.edit_slots(10) == 21
+
+
+def test_tempo_stretches_the_mel_axis_before_stacking():
+    """`tempo` τ: round(M·τ) mel frames, stacked as usual; ints and tensors agree; AR/Plus geometry only."""
+    g = FrameGeometry.from_config(preset("tiny"))
+    n = torch.tensor([16000, 12345, 400])
+    for tempo in (1.0, 1.2, 1.5):
+        frames = g.encoder_frames(n, tempo)
+        assert frames.tolist() == [g.encoder_frames(int(x), tempo) for x in n]
+        assert frames.tolist() == [round((int(x) // g.hop_length + 1) * tempo) // g.frames_stacked for x in n]
+    assert g.frame_seconds(1.25) == pytest.approx(g.encoder_frame_seconds / 1.25)
+    with pytest.raises(ValueError, match="tempo"):
+        FrameGeometry.from_config(preset("tiny-nar")).encoder_frames(16000, 1.2)

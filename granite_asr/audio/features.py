@@ -207,21 +207,32 @@ class FeatureExtractor:
         """Shortest clip featurised as is; shorter ones are zero-padded to this (see `__call__`)."""
         return max(self.geometry.min_samples(), self.features.n_fft // 2 + 1)
 
-    def clip_features(self, clip: torch.Tensor) -> torch.Tensor:
+    def clip_features(self, clip: torch.Tensor, tempo: float = 1.0) -> torch.Tensor:
         """(L,) float waveform → (T, D) stacked log-mel of one clip, T = FrameGeometry.encoder_frames(L).
 
         Which mel frames set the per-utterance max differs between the references (SPEC §2.2): the AR
         extractor takes the max over all M frames and only then drops the odd last one; the NAR extractor
         truncates the mel to s·(L // (hop·s)) frames first and takes the max over what is left.
         `used_mel_frames` gives the kept count in both cases.
-        """
-        used = int(self.geometry.used_mel_frames(clip.shape[-1]))
-        mel = power_mel(clip, self.features)  # (1, M, N)
-        x = log_compress(mel[:, :used]) if self.geometry.nar else log_compress(mel)[:, :used]  # (1, used, N)
-        return stack_frames(x, self.geometry.frames_stacked)[0]  # (T, D)
 
-    def __call__(self, audios, device=None) -> AudioBatch:
+        `tempo` τ ≠ 1 resamples the log-mel's time axis linearly to round(M·τ) frames before stacking:
+        the same spectra, spoken 1/τ as fast (pitch and formants kept). The engine uses it to give a
+        char-CTC head that has run out of frames room for every letter (`Engine._retempo`).
+        """
+        used = int(self.geometry.used_mel_frames(clip.shape[-1], tempo))
+        mel = power_mel(clip, self.features)  # (1, M, N)
+        x = log_compress(mel[:, :used]) if self.geometry.nar else log_compress(mel)  # (1, M, N)
+        if tempo != 1.0:
+            size = int(self.geometry.mel_frames(clip.shape[-1], tempo))
+            x = torch.nn.functional.interpolate(
+                x.transpose(1, 2), size=size, mode="linear", align_corners=True
+            )
+            x = x.transpose(1, 2)  # (1, M', N)
+        return stack_frames(x[:, :used], self.geometry.frames_stacked)[0]  # (T, D)
+
+    def __call__(self, audios, device=None, tempo: float = 1.0) -> AudioBatch:
         """`audios`: a list of 1-D float clips at `sample_rate` (numpy or torch), or one (L,) / (B, L) array.
+        `tempo`: see `clip_features`.
 
         Features are computed per clip, then right-padded with zeros. The reference instead zero-pads
         the waveforms and takes one STFT over the batch (SPEC §2.3), so a short clip's last frames see
@@ -243,9 +254,9 @@ class FeatureExtractor:
         for clip in clips:
             if clip.shape[0] < min_len:
                 clip = torch.nn.functional.pad(clip, (0, min_len - clip.shape[0]))  # (min_len,)
-            feats.append(self.clip_features(clip))  # (T_i, D)
+            feats.append(self.clip_features(clip, tempo))  # (T_i, D)
         num_samples = torch.tensor([c.shape[0] for c in clips], dtype=torch.long)
-        lengths = self.geometry.encoder_frames(torch.clamp(num_samples, min=min_len))  # (B,)
+        lengths = self.geometry.encoder_frames(torch.clamp(num_samples, min=min_len), tempo)  # (B,)
         assert [f.shape[0] for f in feats] == lengths.tolist(), "features disagree with FrameGeometry"
         tokens = self.geometry.audio_tokens(lengths)  # (B,)
         padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True, padding_value=0.0)  # (B, T, D)

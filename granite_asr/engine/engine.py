@@ -26,16 +26,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import char_vocab
 from ..audio.features import AudioBatch, FeatureExtractor
 from ..decoding import lexicon
 from ..decoding.beam import autoregressive
-from ..decoding.ctc import char_greedy, char_logits
+from ..decoding.ctc import char_logits
 from ..decoding.ctc import encode as encode_only
 from ..decoding.greedy import Hypothesis, prefill
 from ..decoding.speculative import ctc_scored, speculative_decode
 from ..lengths import FrameGeometry, lengths_to_mask
 from ..model.checkpoint import cast_floating_state
 from ..model.conformer import EncoderOutput
+from ..model.ctc import greedy_decode
 from ..model.quantize import is_quantized
 from ..options import TranscribeOptions
 from ..prompts import build_prompt, canonical_language, encode_prompts, time_tag_token_ids
@@ -181,7 +183,9 @@ class Engine:
         if mode == "nar":
             return self._nar(batch)
         if mode == "ctc":
-            return self._ctc(encode_only(self.model, batch.input_features, batch.feature_lengths), options)
+            return self._ctc(
+                clips, encode_only(self.model, batch.input_features, batch.feature_lengths), options
+            )
         return self._autoregressive(batch, options, mode)
 
     def _prompts(self, batch: AudioBatch, options: TranscribeOptions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,11 +216,11 @@ class Engine:
                 model, state, eos_id=self.eos_id, options=dec, guard_skip=skip, budgets=budgets
             )
             char = self._char_logprobs(enc)
-            return [self._result(char, enc, i, h, "ar") for i, h in enumerate(hyps)]
+            return [self._result(char, enc.lengths, i, h, "ar") for i, h in enumerate(hyps)]
         rows = speculative_decode(model, enc, embeds, valid, eos_id=self.eos_id, options=dec)
         char = self._char_logprobs(enc)
         return [
-            self._result(char, enc, i, r.hypothesis, f"speculative-{r.path}", r.draft)
+            self._result(char, enc.lengths, i, r.hypothesis, f"speculative-{r.path}", r.draft)
             for i, r in enumerate(rows)
         ]
 
@@ -251,28 +255,64 @@ class Engine:
         for i, lg in enumerate(logits):
             edited = ctc_scored(lg, model.config.blank_token_id)
             hyp = Hypothesis(edited.tokens, edited.logprobs, sum(edited.logprobs), "")
-            out.append(self._result(char, enc, i, hyp, "nar", tuple(drafts[i])))
+            out.append(self._result(char, enc.lengths, i, hyp, "nar", tuple(drafts[i])))
         return out
 
-    def _ctc(self, enc: EncoderOutput, options: TranscribeOptions) -> list[EngineResult]:
+    def _ctc(
+        self, clips: list[torch.Tensor], enc: EncoderOutput, options: TranscribeOptions
+    ) -> list[EngineResult]:
         char = self._char_logprobs(enc)
         if self.char_ctc:
-            texts = self._char_texts(char, enc, options)
-            return [self._result(char, enc, i, None, "ctc", text=t) for i, t in enumerate(texts)]
+            char, lengths, tempos = self._retempo(clips, char, enc.lengths, options)
+            texts = self._char_texts(char, lengths, options)
+            return [
+                self._result(char, lengths, i, None, "ctc", text=t, tempo=tempos[i])
+                for i, t in enumerate(texts)
+            ]
         logits, lengths = self.model.encoder.bpe_logits(enc)  # (B, K, V)
         cfg, out = self.model.config, []
         for i, n in enumerate(lengths.tolist()):
             dec = ctc_scored(logits[i, :n], cfg.bpe_blank_id, cfg.bpe_label_offset)
             out.append(
-                self._result(char, enc, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc")
+                self._result(
+                    char, enc.lengths, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc"
+                )
             )
         return out
 
-    def _char_texts(self, char: torch.Tensor, enc: EncoderOutput, options: TranscribeOptions) -> list[str]:
+    def _retempo(
+        self, clips: list[torch.Tensor], char: torch.Tensor, lengths: torch.Tensor, options: TranscribeOptions
+    ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """The char posteriors (B, T', C), their lengths and each row's tempo, after re-encoding the rows
+        whose head is saturated (`DecodeOptions.ctc_tempo`): CTC needs a frame per letter and a blank
+        between doubled ones, so a head that labels most frames is dropping letters. Whether a row is
+        re-encoded depends on its own posteriors only (the encoder masks padding), so a clip decodes
+        alike alone and in any batch. Measured in recipes/RESULTS.md, session 25."""
+        tempo, limit = options.decode.ctc_tempo, options.decode.ctc_saturation
+        tempos = [1.0] * len(clips)
+        if tempo == 1.0 or self.geometry.nar:
+            return char, lengths, tempos
+        labels = greedy_decode(char, lengths, char_vocab.BLANK)
+        rows = [
+            i for i, (ids, n) in enumerate(zip(labels, lengths.tolist(), strict=True)) if len(ids) > limit * n
+        ]
+        if not rows:
+            return char, lengths, tempos
+        batch = self.features([clips[i] for i in rows], device=self.device, tempo=tempo)
+        again = self._char_logprobs(encode_only(self.model, batch.input_features, batch.feature_lengths))
+        width = max(char.shape[1], again.shape[1])
+        merged = torch.nn.functional.pad(char, (0, 0, 0, width - char.shape[1])).clone()  # (B, T', C)
+        lengths = lengths.clone()
+        for j, i in enumerate(rows):
+            n = int(batch.feature_lengths[j])
+            merged[i, :n], lengths[i], tempos[i] = again[j, :n], n, tempo
+        return merged, lengths, tempos
+
+    def _char_texts(self, char: torch.Tensor, lengths: torch.Tensor, options: TranscribeOptions) -> list[str]:
         """Greedy char-CTC text, re-searched with the word LM of the clip's language when one applies
         (`DecodeOptions.word_lm`; without flashlight-text, "auto" keeps the greedy text), biased towards
         `options.keywords`."""
-        greedy = char_greedy(self.model, enc, logits=char)
+        greedy = [char_vocab.decode(ids) for ids in greedy_decode(char, lengths, char_vocab.BLANK)]
         source = options.decode.word_lm
         if source == "none" or (source == "auto" and not lexicon.available()):
             return greedy
@@ -280,7 +320,7 @@ class Engine:
         language = canonical_language(options.language)
         out = []
         for i, text in enumerate(greedy):
-            searched = lms.decode(char[i, : int(enc.lengths[i])], text, language, options.keywords)
+            searched = lms.decode(char[i, : int(lengths[i])], text, language, options.keywords)
             out.append(text if searched is None else searched)
         return out
 
@@ -292,14 +332,15 @@ class Engine:
     def _result(
         self,
         char: torch.Tensor,
-        enc: EncoderOutput,
+        lengths: torch.Tensor,
         i: int,
         hyp: Hypothesis | None,
         mode_used: str,
         draft: tuple[int, ...] = (),
         text: str | None = None,
+        tempo: float = 1.0,
     ) -> EngineResult:
-        frames = int(enc.lengths[i])
+        frames = int(lengths[i])
         if text is None:
             text = self.tokenizer.decode(hyp.tokens, skip_special_tokens=True).strip()
         return EngineResult(
@@ -309,7 +350,7 @@ class Engine:
             mode_used=mode_used,
             char_logits=char[i, :frames].cpu(),  # (T, C)
             encoder_frames=frames,
-            frame_seconds=self.geometry.encoder_frame_seconds,
+            frame_seconds=self.geometry.frame_seconds(tempo),
             draft_tokens=tuple(draft),
             stop_reason=hyp.stop if hyp else "",
         )

@@ -54,15 +54,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
     from ..cli import (  # cli.py is fully imported by the time it builds its parser
         _DTYPES,
+        add_char_ctc_arguments,
         add_quantize_argument,
-        add_word_lm_argument,
     )
 
     p.add_argument(
         "--dtype", default=None, choices=sorted(_DTYPES), help="weights dtype (default: per device)"
     )
     add_quantize_argument(p)
-    add_word_lm_argument(p)
+    add_char_ctc_arguments(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -72,7 +72,13 @@ def base_options(args: argparse.Namespace):
 
     extra = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
     return make_options(
-        mode=args.mode, beam_size=args.beam_size, word_lm=args.word_lm, vad=args.vad, progress=False, **extra
+        mode=args.mode,
+        beam_size=args.beam_size,
+        word_lm=args.word_lm,
+        ctc_tempo=args.ctc_tempo,
+        vad=args.vad,
+        progress=False,
+        **extra,
     )
 
 
