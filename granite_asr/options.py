@@ -40,7 +40,7 @@ class DecodeOptions:
     # `ctc_saturation` of its encoder frames (collapsed greedy labels / frames) has run out of frames for
     # its letters (a 25 Hz head, as the embedded model's, meets ~20 chars/s of fast speech), so it is
     # encoded again with its log-mel stretched `ctc_tempo` times longer; 1.0 turns this off. Chosen on
-    # one validation draw, then measured on three others (recipes/RESULTS.md, session 25).
+    # one validation split, then measured on four others (recipes/RESULTS.md, session 25).
     ctc_tempo: float = 1.2
     ctc_saturation: float = 0.6
 
