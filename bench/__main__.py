@@ -65,7 +65,8 @@ def run_worker(spec: dict) -> list[dict]:
 
 def peaks(device: str, n: int = 2048) -> dict[str, float]:
     """Matmul GFLOP/s in fp32 and bf16. The smoke profile measures a small n: on a CPU without native
-    bf16 (no avx512_bf16) a 2048² bf16 matmul takes ~45 s, which made the schema test ~6 min."""
+    bf16 (no avx512_bf16) one 2048² bf16 matmul took 56 s (fp32: 0.13 s), and the 14 timed here made
+    the schema test take ~13 min (recipes/RESULTS.md, session 25)."""
     return {
         "fp32": matmul_peak(torch.float32, n=n, device=device),
         "bf16": matmul_peak(torch.bfloat16, n=n, device=device),

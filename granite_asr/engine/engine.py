@@ -263,8 +263,8 @@ class Engine:
     ) -> list[EngineResult]:
         char = self._char_logprobs(enc)
         if self.char_ctc:
-            char, lengths, tempos = self._retempo(clips, char, enc.lengths, options)
-            texts = self._char_texts(char, lengths, options)
+            char, lengths, labels, tempos = self._retempo(clips, char, enc.lengths, options)
+            texts = self._char_texts(char, lengths, labels, options)
             return [
                 self._result(char, lengths, i, None, "ctc", text=t, tempo=tempos[i])
                 for i, t in enumerate(texts)
@@ -282,37 +282,38 @@ class Engine:
 
     def _retempo(
         self, clips: list[torch.Tensor], char: torch.Tensor, lengths: torch.Tensor, options: TranscribeOptions
-    ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-        """The char posteriors (B, T', C), their lengths and each row's tempo, after re-encoding the rows
-        whose head is saturated (`DecodeOptions.ctc_tempo`): CTC needs a frame per letter and a blank
-        between doubled ones, so a head that labels most frames is dropping letters. Whether a row is
-        re-encoded depends on its own posteriors only (the encoder masks padding), so a clip decodes
-        alike alone and in any batch. Measured in recipes/RESULTS.md, session 25."""
+    ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[float]]:
+        """The char posteriors (B, T', C), their lengths, greedy labels and each row's tempo, after
+        re-encoding the rows whose head is saturated (`DecodeOptions.ctc_tempo`): CTC needs a frame per
+        letter and a blank between doubled ones, so a head that labels most frames is dropping letters.
+        Whether a row is re-encoded depends on its own posteriors only (the encoder masks padding), so a
+        clip decodes alike alone and in any batch. Measured in recipes/RESULTS.md, session 25."""
+        labels = greedy_decode(char, lengths, char_vocab.BLANK)
         tempo, limit = options.decode.ctc_tempo, options.decode.ctc_saturation
         tempos = [1.0] * len(clips)
-        if tempo == 1.0 or self.geometry.nar:
-            return char, lengths, tempos
-        labels = greedy_decode(char, lengths, char_vocab.BLANK)
-        rows = [
+        rows = [] if tempo == 1.0 or self.geometry.nar else [
             i for i, (ids, n) in enumerate(zip(labels, lengths.tolist(), strict=True)) if len(ids) > limit * n
-        ]
+        ]  # fmt: skip
         if not rows:
-            return char, lengths, tempos
+            return char, lengths, labels, tempos
         batch = self.features([clips[i] for i in rows], device=self.device, tempo=tempo)
         again = self._char_logprobs(encode_only(self.model, batch.input_features, batch.feature_lengths))
+        relabelled = greedy_decode(again, batch.feature_lengths, char_vocab.BLANK)
         width = max(char.shape[1], again.shape[1])
-        merged = torch.nn.functional.pad(char, (0, 0, 0, width - char.shape[1])).clone()  # (B, T', C)
+        merged = torch.nn.functional.pad(char, (0, 0, 0, width - char.shape[1]))  # (B, T', C), a new tensor
         lengths = lengths.clone()
         for j, i in enumerate(rows):
             n = int(batch.feature_lengths[j])
-            merged[i, :n], lengths[i], tempos[i] = again[j, :n], n, tempo
-        return merged, lengths, tempos
+            merged[i, :n], lengths[i], labels[i], tempos[i] = again[j, :n], n, relabelled[j], tempo
+        return merged, lengths, labels, tempos
 
-    def _char_texts(self, char: torch.Tensor, lengths: torch.Tensor, options: TranscribeOptions) -> list[str]:
-        """Greedy char-CTC text, re-searched with the word LM of the clip's language when one applies
-        (`DecodeOptions.word_lm`; without flashlight-text, "auto" keeps the greedy text), biased towards
-        `options.keywords`."""
-        greedy = [char_vocab.decode(ids) for ids in greedy_decode(char, lengths, char_vocab.BLANK)]
+    def _char_texts(
+        self, char: torch.Tensor, lengths: torch.Tensor, labels: list[list[int]], options: TranscribeOptions
+    ) -> list[str]:
+        """Greedy char-CTC text (from the rows' greedy `labels`), re-searched with the word LM of the
+        clip's language when one applies (`DecodeOptions.word_lm`; without flashlight-text, "auto" keeps
+        the greedy text), biased towards `options.keywords`."""
+        greedy = [char_vocab.decode(ids) for ids in labels]
         source = options.decode.word_lm
         if source == "none" or (source == "auto" and not lexicon.available()):
             return greedy
