@@ -52,6 +52,11 @@ class EncoderConfig:
     bpe_pooling_window: int = 4
     # 1-based block after which the char-CTC self-conditioning residual is added (SPEC §3.4).
     self_conditioning_layer: int = 0  # 0 → num_layers // 2, the reference rule
+    # Not an official field (official checkpoints keep 1): char-CTC labels per encoder frame at the last
+    # block (`ConformerEncoder.out_up`). A 25 Hz encoder gives the letters of fast speech too few frames,
+    # one per letter and space plus a blank between doubled letters (recipes/RESULTS.md, session 25); 2
+    # splits each frame in two, the official 50 Hz label rate. The mid-layer head keeps one per frame.
+    char_upsample: int = 1
 
     @property
     def mid_layer(self) -> int:
@@ -193,6 +198,8 @@ class SpeechConfig:
                     f"projector.encoder_hidden_size {self.projector.encoder_hidden_size} != encoder output "
                     f"width {self.encoder.output_width} (hidden_dim × (len(cat_hidden_layers) + 1))"
                 )
+        if self.encoder.char_upsample < 1:
+            raise ValueError(f"encoder.char_upsample {self.encoder.char_upsample}: expected >= 1")
         for idx in self.encoder.cat_hidden_layers:
             if not 0 <= idx < self.encoder.num_layers:
                 raise ValueError(f"cat_hidden_layers index {idx} out of range [0, {self.encoder.num_layers})")

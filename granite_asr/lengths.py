@@ -12,6 +12,8 @@ Every other module (features, model masks, prompts, engine, timestamps, server, 
 - projector:       windows W = ceil(T / window_size); AR tokens = W · (window_size / downsample_rate)
                    NAR tokens = T // downsample_rate         (the NAR keeps the first T // 5 of 3·W)
 - BPE CTC frames:  ceil(T / bpe_pooling_window)
+- char CTC frames: T · u where the checkpoint reads its char head at the last block with
+                   `encoder.char_upsample` = u (else T); each spans 1/u of an encoder frame
 - NAR edit slots:  max(2 n + 1, min_edit_sequence_length) for a draft of n tokens
 """
 
@@ -38,6 +40,7 @@ class FrameGeometry:
     bpe_pooling_window: int
     nar: bool
     min_edit_sequence_length: int = 8
+    char_upsample: int = 1
 
     @classmethod
     def from_config(cls, config: SpeechConfig) -> FrameGeometry:
@@ -50,6 +53,7 @@ class FrameGeometry:
             bpe_pooling_window=config.encoder.bpe_pooling_window,
             nar=config.variant == "nar",
             min_edit_sequence_length=config.min_edit_sequence_length,
+            char_upsample=config.encoder.char_upsample if config.ctc_char_layer == "final" else 1,
         )
 
     # ------------------------------------------------------------------ counts (ints or LongTensors)
@@ -92,6 +96,10 @@ class FrameGeometry:
     def bpe_frames(self, encoder_frames):
         return _ceil_div(encoder_frames, self.bpe_pooling_window)
 
+    def char_frames(self, encoder_frames):
+        """Label frames of the char head the checkpoint reads (`ctc_char_layer`)."""
+        return encoder_frames * self.char_upsample
+
     def edit_slots(self, draft_tokens: int) -> int:
         return max(2 * draft_tokens + 1, self.min_edit_sequence_length)
 
@@ -103,6 +111,10 @@ class FrameGeometry:
     def frame_seconds(self, tempo: float = 1.0) -> float:
         """Audio time per encoder frame of features stretched by `tempo`."""
         return self.encoder_frame_seconds / tempo
+
+    def char_frame_seconds(self, tempo: float = 1.0) -> float:
+        """Audio time per char-head label frame (`char_frames`) of features stretched by `tempo`."""
+        return self.frame_seconds(tempo) / self.char_upsample
 
     @property
     def audio_token_seconds(self) -> float:

@@ -16,6 +16,8 @@ from granite_asr.decoding.ctc import char_logits
 from granite_asr.decoding.simple import greedy_transcribe
 from granite_asr.engine import Engine, EngineResult, plan_batches
 from granite_asr.engine.engine import TIMESTAMP_TOKENS_PER_SECOND
+from granite_asr.model.build import build_model as granite_asr_build
+from granite_asr.model.ctc import greedy_decode
 from granite_asr.options import DecodeOptions, TranscribeOptions
 
 from .helpers_model import build_tiny
@@ -325,3 +327,53 @@ def test_ctc_word_lm_searches_the_char_posteriors(tmp_path):
     for p, b in zip(plain, biased, strict=True):
         assert b.mode_used == "ctc"
         assert b.text == (keyword_decoder.decode(p.char_logits) if p.text.strip() else p.text)
+
+
+def test_upsampled_char_head_gives_u_label_frames_per_encoder_frame(tmp_path):
+    """`encoder.char_upsample` = 2 (not an official field; saved in our config sub-dict) splits every
+    last-block frame into two label frames (`ConformerEncoder.out_up`): a new head starts as the old one
+    with each label repeated, the engine's posteriors, frame count and frame duration follow the label
+    rate, the saturation rule counts label frames, and a clip is the same alone and in a batch."""
+    import json
+
+    from granite_asr.api import load_model
+    from granite_asr.model.checkpoint import save_pretrained
+
+    base = build_tiny("tiny")
+    cfg = base.config.replace(auto_mode="ctc", ctc_head="char", ctc_char_layer="final")
+    up_cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, char_upsample=2))
+    model = granite_asr_build(up_cfg)
+    model.load_state_dict(base.state_dict(), strict=False)
+    model.tokenizer = base.tokenizer
+    x = FeatureExtractor.from_config(cfg).clip_features(torch.from_numpy(AUDIOS[0]))[None]
+    with torch.no_grad():
+        enc = model.encoder(x, torch.tensor([x.shape[1]]))
+        fresh = model.encoder.char_logits(enc, final=True)[0]  # (2T, V)
+        old = base.encoder.char_logits(base.encoder(x, torch.tensor([x.shape[1]])), final=True)[0]
+        torch.testing.assert_close(fresh, old.repeat_interleave(2, dim=0), atol=1e-5, rtol=1e-5)
+        model.encoder.out_up.weight.add_(0.3 * torch.randn_like(model.encoder.out_up.weight))
+    save_pretrained(model, tmp_path / "ckpt")
+    hf = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert "char_upsample" not in hf["encoder_config"]  # the official layout stays official
+    assert hf["granite_asr"]["encoder"]["char_upsample"] == 2
+    loaded = load_model(tmp_path / "ckpt", dtype=torch.float32)
+    engine = Engine(loaded)
+    assert engine.geometry.char_frames(7) == 14
+    got = engine.run(AUDIOS, opts(ctc_tempo=1.0))
+    for audio, res in zip(AUDIOS, got, strict=True):
+        frames = engine.encoder_frames(len(audio))
+        assert res.encoder_frames == res.char_logits.shape[0] == 2 * frames
+        assert res.frame_seconds == pytest.approx(engine.geometry.encoder_frame_seconds / 2)
+        assert_same(res, engine.run([audio], opts(ctc_tempo=1.0))[0])
+    with torch.no_grad():
+        enc = loaded.encoder(x, torch.tensor([x.shape[1]]))
+    split = torch.log_softmax(loaded.encoder.char_logits(enc, final=True).float(), -1)[0]
+    assert not torch.allclose(split[0::2], split[1::2], atol=1e-3)  # the two halves now differ
+    torch.testing.assert_close(got[0].char_logits, split, atol=1e-5, rtol=1e-5)
+    greedy = greedy_decode(split[None], torch.tensor([split.shape[0]]), char_vocab.BLANK)[0]
+    assert got[0].text == char_vocab.decode(greedy)
+    # the saturation rule divides by label frames: a limit above every row's rate re-encodes none
+    rates = [len(char_vocab.encode(r.text)) / r.encoder_frames for r in got]
+    again = engine.run(AUDIOS, opts(ctc_tempo=1.5, ctc_saturation=min(1.0, max(rates) + 1e-6)))
+    for a, b in zip(got, again, strict=True):
+        assert_same(a, b)

@@ -397,3 +397,30 @@ def test_nar_checkpoint_fine_tunes_as_it_is_and_takes_another_encoder(corpus, lm
     encoder = [k for k in after if k.startswith("encoder.") and k.endswith("weight")]
     assert all(torch.equal(after[k], source[k]) for k in encoder)
     assert any(not torch.equal(before[k], source[k]) for k in encoder)
+
+
+def test_char_upsample_gives_the_head_more_label_frames_and_resumes(corpus, lm_checkpoint, tmp_path):
+    """`--char-upsample 2`: the trained checkpoint's last-block char head gives two label frames per
+    encoder frame (`encoder.char_upsample`, `encoder.out_up`), its CTC loss is computed over them, and a
+    re-run with the same flags resumes the checkpoint instead of starting the head again."""
+    from granite_asr.train.objectives import encoder_loss
+
+    out = tmp_path / "up"
+    args = _encoder_args(corpus, lm_checkpoint, tmp_path) + ["--char-upsample", "2", "--fp32"]
+    args += _common(out, 6) + ["--lr", "3e-3", "--batch-seconds", "20"]
+    recipe.main(args + ["--stop-at", "4"])
+    model = granite_asr.load_model(out / "latest", dtype=torch.float32)
+    assert model.config.encoder.char_upsample == 2
+    up = model.encoder.out_up.weight
+    assert not torch.allclose(up, torch.eye(up.shape[1]).repeat(2, 1))  # trained away from the copies
+    x = torch.randn(1, 30, model.config.encoder.input_dim)
+    with torch.no_grad():
+        enc = model.encoder(x, torch.tensor([25]))
+    assert model.encoder.char_logits(enc, final=True).shape[1] == 60
+    assert model.encoder.char_lengths(enc, final=True).tolist() == [50]
+    assert enc.mid_logits.shape[1] == 30  # the self-conditioning head keeps one label per frame
+    batch = FeatureBatch(x, torch.tensor([25]), [SimpleNamespace(text="the cat", lang="en")])
+    assert torch.isfinite(encoder_loss(model, batch, model.tokenizer)["char"])
+    assert len(_losses(out)) == 4
+    recipe.main(args)
+    assert len(_losses(out)) == 6  # resumed at step 4

@@ -24,15 +24,22 @@ def encode(
 
 
 def char_logits(model: nn.Module, enc: EncoderOutput) -> torch.Tensor:
-    """Char-head logits (B, T, 348) where the checkpoint reads them (`SpeechConfig.ctc_char_layer`)."""
+    """Char-head logits (B, T', 348) where the checkpoint reads them (`SpeechConfig.ctc_char_layer`);
+    T' = T · `encoder.char_upsample` at the last block (`char_lengths`)."""
     return model.encoder.char_logits(enc, final=model.config.ctc_char_layer == "final")
+
+
+def char_lengths(model: nn.Module, enc: EncoderOutput) -> torch.Tensor:
+    """(B,) valid frames of `char_logits(model, enc)`."""
+    return model.encoder.char_lengths(enc, final=model.config.ctc_char_layer == "final")
 
 
 def char_greedy(model: nn.Module, enc: EncoderOutput, logits: torch.Tensor | None = None) -> list[str]:
     """Greedy char-CTC transcripts from the char head (`char_logits`, or its (B, T, C) `logits` or
     log-probabilities when the caller already has them: the argmax is the same)."""
     logits = char_logits(model, enc) if logits is None else logits
-    return [char_vocab.decode(ids) for ids in greedy_decode(logits, enc.lengths, char_vocab.BLANK)]
+    lengths = char_lengths(model, enc)
+    return [char_vocab.decode(ids) for ids in greedy_decode(logits, lengths, char_vocab.BLANK)]
 
 
 def bpe_greedy(model: nn.Module, enc: EncoderOutput) -> list[list[int]]:

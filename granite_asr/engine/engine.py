@@ -30,7 +30,7 @@ from .. import char_vocab
 from ..audio.features import AudioBatch, FeatureExtractor
 from ..decoding import lexicon
 from ..decoding.beam import autoregressive
-from ..decoding.ctc import char_logits
+from ..decoding.ctc import char_lengths, char_logits
 from ..decoding.ctc import encode as encode_only
 from ..decoding.greedy import Hypothesis, prefill
 from ..decoding.speculative import ctc_scored, speculative_decode
@@ -52,7 +52,8 @@ class EngineResult:
     """One input clip's decode. `text` is tokenizer-decoded with special tokens skipped, stripped.
 
     mode_used: "ar" | "nar" | "ctc" | "speculative-ctc" | "speculative-verified" | "speculative-ar"
-    char_logits: (T, 348) float32 on CPU, log_softmax of the char-CTC head (blank = 0)
+    char_logits: (T', 348) float32 on CPU, log_softmax of the char-CTC head (blank = 0); T' =
+        `FrameGeometry.char_frames(T)` rows of `frame_seconds` each (`encoder_frames` counts them)
     draft_tokens: the BPE-CTC draft (nar and speculative modes), else ()
     stop_reason: "eos" | "length" | "repeat" for AR-decoded rows, "draft" for accepted drafts, "" otherwise
     tokens / token_logprobs are () for CTC on the char head (Plus has no BPE head; only `text` is set).
@@ -215,12 +216,12 @@ class Engine:
             hyps = autoregressive(
                 model, state, eos_id=self.eos_id, options=dec, guard_skip=skip, budgets=budgets
             )
-            char = self._char_logprobs(enc)
-            return [self._result(char, enc.lengths, i, h, "ar") for i, h in enumerate(hyps)]
+            char, frames = self._char_logprobs(enc)
+            return [self._result(char, frames, i, h, "ar") for i, h in enumerate(hyps)]
         rows = speculative_decode(model, enc, embeds, valid, eos_id=self.eos_id, options=dec)
-        char = self._char_logprobs(enc)
+        char, frames = self._char_logprobs(enc)
         return [
-            self._result(char, enc.lengths, i, r.hypothesis, f"speculative-{r.path}", r.draft)
+            self._result(char, frames, i, r.hypothesis, f"speculative-{r.path}", r.draft)
             for i, r in enumerate(rows)
         ]
 
@@ -251,19 +252,19 @@ class Engine:
         enc, audio = model.encode(batch.input_features, batch.feature_lengths)
         drafts = model.draft(enc)
         logits = model.edit(model.pack(audio, [model.slots(d) for d in drafts]))  # [(S_i, V)]
-        out, char = [], self._char_logprobs(enc)
+        out, (char, frames) = [], self._char_logprobs(enc)
         for i, lg in enumerate(logits):
             edited = ctc_scored(lg, model.config.blank_token_id)
             hyp = Hypothesis(edited.tokens, edited.logprobs, sum(edited.logprobs), "")
-            out.append(self._result(char, enc.lengths, i, hyp, "nar", tuple(drafts[i])))
+            out.append(self._result(char, frames, i, hyp, "nar", tuple(drafts[i])))
         return out
 
     def _ctc(
         self, clips: list[torch.Tensor], enc: EncoderOutput, options: TranscribeOptions
     ) -> list[EngineResult]:
-        char = self._char_logprobs(enc)
+        char, frames = self._char_logprobs(enc)
         if self.char_ctc:
-            char, lengths, labels, tempos = self._retempo(clips, char, enc.lengths, options)
+            char, lengths, labels, tempos = self._retempo(clips, char, frames, options)
             texts = self._char_texts(char, lengths, labels, options)
             return [
                 self._result(char, lengths, i, None, "ctc", text=t, tempo=tempos[i])
@@ -275,7 +276,7 @@ class Engine:
             dec = ctc_scored(logits[i, :n], cfg.bpe_blank_id, cfg.bpe_label_offset)
             out.append(
                 self._result(
-                    char, enc.lengths, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc"
+                    char, frames, i, Hypothesis(dec.tokens, dec.logprobs, sum(dec.logprobs), ""), "ctc"
                 )
             )
         return out
@@ -297,13 +298,15 @@ class Engine:
         if not rows:
             return char, lengths, labels, tempos
         batch = self.features([clips[i] for i in rows], device=self.device, tempo=tempo)
-        again = self._char_logprobs(encode_only(self.model, batch.input_features, batch.feature_lengths))
-        relabelled = greedy_decode(again, batch.feature_lengths, char_vocab.BLANK)
+        again, frames = self._char_logprobs(
+            encode_only(self.model, batch.input_features, batch.feature_lengths)
+        )
+        relabelled = greedy_decode(again, frames, char_vocab.BLANK)
         width = max(char.shape[1], again.shape[1])
         merged = torch.nn.functional.pad(char, (0, 0, 0, width - char.shape[1]))  # (B, T', C), a new tensor
         lengths = lengths.clone()
         for j, i in enumerate(rows):
-            n = int(batch.feature_lengths[j])
+            n = int(frames[j])
             merged[i, :n], lengths[i], labels[i], tempos[i] = again[j, :n], n, relabelled[j], tempo
         return merged, lengths, labels, tempos
 
@@ -325,10 +328,12 @@ class Engine:
             out.append(text if searched is None else searched)
         return out
 
-    def _char_logprobs(self, enc: EncoderOutput) -> torch.Tensor:
-        """The batch's char-head log-posteriors (B, T, C), fp32, computed once per batch: every result
-        carries its rows (word alignment, confidence, blank-run cuts when the VAD is off)."""
-        return torch.log_softmax(char_logits(self.model, enc).float(), -1)
+    def _char_logprobs(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's char-head log-posteriors (B, T', C), fp32, and their valid frames (B,), computed
+        once per batch: every result carries its rows (word alignment, confidence, blank-run cuts when
+        the VAD is off)."""
+        logprobs = torch.log_softmax(char_logits(self.model, enc).float(), -1)
+        return logprobs, char_lengths(self.model, enc)
 
     def _result(
         self,
@@ -351,7 +356,7 @@ class Engine:
             mode_used=mode_used,
             char_logits=char[i, :frames].cpu(),  # (T, C)
             encoder_frames=frames,
-            frame_seconds=self.geometry.frame_seconds(tempo),
+            frame_seconds=self.geometry.char_frame_seconds(tempo),
             draft_tokens=tuple(draft),
             stop_reason=hyp.stop if hyp else "",
         )

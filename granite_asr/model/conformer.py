@@ -4,6 +4,7 @@ Legend:
     B  batch            T  encoder frames (50 Hz for the official 2b)      Din  stacked mel width (160)
     D  hidden_dim       H  heads        Dh  dim_head       C  context_size (block length, 200)
     nb blocks per clip  V  char vocabulary (348)           Vb  BPE head width
+    u  char labels per frame at the last block (`char_upsample`, 1 for the official checkpoints)
 
 Each block is Macaron: ½·FF → block-local Shaw relative attention → depthwise conv (BatchNorm) → ½·FF → LN.
 After block `mid_layer` the char-CTC posteriors are fed back (self-conditioning, SPEC §3.4).
@@ -152,6 +153,9 @@ class ConformerEncoder(nn.Module):
         self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_layers))
         self.out = nn.Linear(cfg.hidden_dim, cfg.output_dim)
         self.out_mid = nn.Linear(cfg.output_dim, cfg.hidden_dim)
+        if cfg.char_upsample > 1:
+            self.out_up = nn.Linear(cfg.hidden_dim, cfg.hidden_dim * cfg.char_upsample)
+            self.reset_char_upsample()
         if cfg.bpe_output_dim:
             self.out_bpe = nn.Linear(cfg.hidden_dim, cfg.bpe_output_dim)
         self.register_buffer("attention_dists", self._dists(), persistent=False)
@@ -161,6 +165,16 @@ class ConformerEncoder(nn.Module):
         c = self.config.context_size
         seq = torch.arange(c, device=device)
         return (seq[:, None] - seq[None, :]).clamp(-c, c) + self.config.max_pos_emb
+
+    @torch.no_grad()
+    def reset_char_upsample(self) -> None:
+        """`out_up` as u copies of its input: the upsampled head starts as the 1-per-frame head, each
+        label repeated u times (the same collapsed text), and learns to split frames from there."""
+        d, u = self.config.hidden_dim, self.config.char_upsample
+        if self.out_up.weight.is_meta:
+            return
+        self.out_up.weight.copy_(torch.eye(d).repeat(u, 1))
+        self.out_up.bias.zero_()
 
     def reset_buffers(self) -> None:
         """Recompute the non-persistent table (after building on the meta device)."""
@@ -199,8 +213,19 @@ class ConformerEncoder(nn.Module):
 
     # ------------------------------------------------------------------ CTC heads
     def char_logits(self, out: EncoderOutput, final: bool = False) -> torch.Tensor:
-        """Char CTC logits (B, T, V): at the mid layer (trained with self-conditioning) or the last block."""
-        return self.out(out.last) if final else out.mid_logits
+        """Char CTC logits at the mid layer, (B, T, V), trained with self-conditioning, or at the last
+        block, (B, T·u, V): each frame split into u label frames by `out_up` when u > 1."""
+        if not final:
+            return out.mid_logits
+        h = out.last
+        if self.config.char_upsample > 1:
+            b, t, d = h.shape
+            h = self.out_up(h).view(b, t * self.config.char_upsample, d)  # (B, T·u, D)
+        return self.out(h)
+
+    def char_lengths(self, out: EncoderOutput, final: bool = False) -> torch.Tensor:
+        """(B,) valid label frames of `char_logits(out, final)`."""
+        return out.lengths * self.config.char_upsample if final else out.lengths
 
     def bpe_logits(self, out: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior-weighted pooling over `bpe_pooling_window` frames, then the BPE head (SPEC §3.6).

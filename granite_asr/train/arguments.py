@@ -117,6 +117,11 @@ def parser(stages: list[str], description: str, langs: tuple[str, ...]) -> argpa
     ap.add_argument("--speech-weight", type=float, default=1.0, help="joint stage: weight of the LM loss")
     ap.add_argument("--draft-dropout", type=float, default=0.1)
     ap.add_argument("--encoder-from", help="checkpoint whose encoder replaces --init's (re-base a sibling)")
+    ap.add_argument(
+        "--char-upsample", type=int, default=0,
+        help="give --init's last-block char head this many labels per encoder frame (encoder.char_upsample;"
+        " a new head starts as the old one, each label repeated); 0 = keep --init's",
+    )  # fmt: skip
     ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     _add_export_arguments(ap)

@@ -61,7 +61,12 @@ def encoder_loss(
     enc = model.encoder(batch.features, batch.lengths) if enc is None else enc
     chars = [char_targets(u.text, u.lang) for u in batch.items]
     out = {
-        "char": _ctc(model.encoder.out(enc.last), enc.lengths, chars, char_vocab.BLANK),
+        "char": _ctc(
+            model.encoder.char_logits(enc, final=True),
+            model.encoder.char_lengths(enc, final=True),
+            chars,
+            char_vocab.BLANK,
+        ),
         "char_mid": _ctc(enc.mid_logits, enc.lengths, chars, char_vocab.BLANK),
     }
     loss = w.char_final * out["char"] + w.char_mid * out["char_mid"]

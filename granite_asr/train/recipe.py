@@ -121,7 +121,24 @@ def _load_init(args) -> torch.nn.Module:
     if args.encoder_from:
         _take_encoder(model, args.encoder_from)
     if args.rebuild:
-        return _rebuild(model, args.preset)
+        model = _rebuild(model, args.preset)
+    if args.char_upsample and args.char_upsample != model.config.encoder.char_upsample:
+        model = _upsample_char_head(model, args.char_upsample)
+    return model
+
+
+def _upsample_char_head(old: torch.nn.Module, factor: int) -> torch.nn.Module:
+    """`old` with `encoder.char_upsample` = `factor`: every tensor kept, `encoder.out_up` new (it starts
+    as copies of each frame, `ConformerEncoder.reset_char_upsample`). recipes/RESULTS.md, session 26."""
+    cfg = old.config
+    model = build_model(cfg.replace(encoder=dataclasses.replace(cfg.encoder, char_upsample=factor)))
+    own = model.state_dict()
+    kept = {k: v for k, v in old.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    if factor > 1:
+        model.encoder.reset_char_upsample()
+    model.tokenizer, model.chat_template = old.tokenizer, getattr(old, "chat_template", None)
+    print(f"char head: {factor} labels per encoder frame ({len(kept)}/{len(own)} tensors kept)", flush=True)
     return model
 
 
