@@ -56,6 +56,7 @@ class EncoderConfig:
     # block (`ConformerEncoder.out_up`). A 25 Hz encoder gives the letters of fast speech too few frames,
     # one per letter and space plus a blank between doubled letters (recipes/RESULTS.md, session 25); 2
     # splits each frame in two, the official 50 Hz label rate. The mid-layer head keeps one per frame.
+    # On the embedded model it trained worse than the 25 Hz head on the same batches (session 26).
     char_upsample: int = 1
 
     @property
