@@ -424,3 +424,21 @@ def test_char_upsample_gives_the_head_more_label_frames_and_resumes(corpus, lm_c
     assert len(_losses(out)) == 4
     recipe.main(args)
     assert len(_losses(out)) == 6  # resumed at step 4
+
+
+def test_rebuild_keeps_every_tensor_the_new_preset_can_hold(corpus, lm_checkpoint, tmp_path):
+    """`--rebuild --preset tiny-plus` turns the tiny LM checkpoint into the Plus layout (layer 3 joins
+    the encoder output, so the projector reads twice the width): the decoder is the checkpoint's, the
+    tensors whose shape changed start fresh, and the tokenizer travels with it."""
+    out = tmp_path / "rebuilt"
+    args = _encoder_args(corpus, lm_checkpoint, tmp_path) + ["--rebuild", "--preset", "tiny-plus"]
+    recipe.main(args + _common(out, 1) + ["--batch-seconds", "20", "--fp32"])
+    old = granite_asr.load_model(lm_checkpoint / "latest", dtype=torch.float32)
+    new = granite_asr.load_model(out / "latest", dtype=torch.float32)
+    assert new.config.encoder.cat_hidden_layers == (1,) and not old.config.encoder.cat_hidden_layers
+    before, after = old.state_dict(), new.state_dict()
+    text = [k for k in after if k.startswith("language_model.")]
+    assert text and all(torch.equal(after[k], before[k]) for k in text)
+    changed = [k for k in after if k in before and after[k].shape != before[k].shape]
+    assert changed and all(k.startswith("projector.") for k in changed)
+    assert new.tokenizer.vocab_size == old.tokenizer.vocab_size

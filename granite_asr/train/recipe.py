@@ -131,14 +131,11 @@ def _upsample_char_head(old: torch.nn.Module, factor: int) -> torch.nn.Module:
     """`old` with `encoder.char_upsample` = `factor`: every tensor kept, `encoder.out_up` new (it starts
     as copies of each frame, `ConformerEncoder.reset_char_upsample`). recipes/RESULTS.md, session 26."""
     cfg = old.config
-    model = build_model(cfg.replace(encoder=dataclasses.replace(cfg.encoder, char_upsample=factor)))
-    own = model.state_dict()
-    kept = {k: v for k, v in old.state_dict().items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(kept, strict=False)
+    model = _copy_into(cfg.replace(encoder=dataclasses.replace(cfg.encoder, char_upsample=factor)), old)
     if factor > 1:
         model.encoder.reset_char_upsample()
-    model.tokenizer, model.chat_template = old.tokenizer, getattr(old, "chat_template", None)
-    print(f"char head: {factor} labels per encoder frame ({len(kept)}/{len(own)} tensors kept)", flush=True)
+    model.chat_template = getattr(old, "chat_template", None)
+    print(f"char head: {factor} labels per encoder frame", flush=True)
     return model
 
 
@@ -178,18 +175,23 @@ def _documents(args) -> list[str]:
     return training_text(tuple(args.langs.split(",")), args.seed, pairs_only=args.text_pairs)
 
 
+def _copy_into(cfg, old: torch.nn.Module) -> torch.nn.Module:
+    """A new model of config `cfg` holding every tensor of `old` whose name and shape match, and `old`'s
+    tokenizer; the rest keep their fresh initialisation."""
+    model = build_model(cfg)
+    own = model.state_dict()
+    kept = {k: v for k, v in old.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    model.tokenizer = old.tokenizer
+    print(f"{len(kept)}/{len(own)} tensors copied", flush=True)
+    return model
+
+
 def _rebuild(old: torch.nn.Module, name: str) -> torch.nn.Module:
     """Build preset `name` fitted to `old`'s tokenizer and copy every tensor whose name and shape match
     (e.g. keep a pretrained decoder while changing the encoder's frame rate)."""
-    model = build_model(_config_for_tokenizer(preset(name), old.tokenizer))
-    own, kept = model.state_dict(), {}
-    for k, v in old.state_dict().items():
-        if k in own and own[k].shape == v.shape:
-            kept[k] = v
-    model.load_state_dict(kept, strict=False)
-    model.tokenizer = old.tokenizer
-    print(f"rebuilt as preset {name!r}: {len(kept)}/{len(own)} tensors copied", flush=True)
-    return model
+    print(f"rebuilt as preset {name!r}", flush=True)
+    return _copy_into(_config_for_tokenizer(preset(name), old.tokenizer), old)
 
 
 # ----------------------------------------------------------------------------------------------- stages
