@@ -45,7 +45,9 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # en 34.1, fr 34.8, de 5.8, es 4.8, pt 6.1, ja 6.4; soup-efj (session 22): en 34.9, fr 37.1, de 8.7,
 # es 4.0, pt 6.1, ja 6.4; swa-l (session 24): en 36.5, fr 39.4, de 10.1, es 4.8, pt 4.5, ja 6.4; the same
 # weights with saturated rows encoded again at tempo 1.2 (`DecodeOptions.ctc_tempo`, session 25; the en, fr
-# and es samples are re-encoded): en 22.2, fr 15.9, de 10.1, es 3.2, pt 4.5, ja 6.4.
+# and es samples are re-encoded): en 22.2, fr 15.9, de 10.1, es 3.2, pt 4.5, ja 6.4; soup-ln (session 27,
+# the mean of swa-l and grow12c's last nine snapshots, tempo rule on): en 19.8, fr 19.7, de 5.8, es 3.2,
+# pt 4.5, ja 8.5.
 CER_BOUND = {"en": 28.0, "fr": 22.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
@@ -97,14 +99,14 @@ def test_transcript_of_bundled_sample(greedy, item):
 # LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
 # the texts (RESULTS.md).
-MODEL_SHA256 = "d1fe581b99c862daf806c5057f553b013a9b2dd30901a6cee0ae22537c36fe2f"
+MODEL_SHA256 = "fa45e962b3713fb1cc096d846cebcc928c1d9edc40ab81f4fecc19c2fea6d713"
 EXACT_GREEDY = {
-    "en.flac": "this be requize one or maol us am y dadons to be instald or up dated n ord oto jrin do you wont to trite install them",
-    "fr.flac": "les cadres peuvet être lies de faont à ce que le texte puisespaces de l' nalotre comment publication asiste par ordinateur",
-    "de.flac": "wier sollten nicht immanur an die dunmklen tager unseres lebensdenken",
-    "es.flac": "especifica que los pará metros de la impresora se apliquen para imprimir as i como para formatear la visualización en pantala",
+    "en.flac": "this be requize one or moll use am y dadons to be installd or updated an od otor join do you wont to trite install them",
+    "fr.flac": "les catre peuve être lier de faon à ce qele texte puisespaces de l' nalotre comment publication asistés par ordinateur",
+    "de.flac": "wir sollten nicht immarnur an die dunklen tager unseres lebensdenken",
+    "es.flac": "especifica que los pará metros de la impresora se a pliquen para imprimir asi como para formatear la visualización en pantala",
     "pt.flac": "se proceguir a informação de conta sera definitivamente eliminada",
-    "ja.flac": "コレライチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
+    "ja.flac": "コレライチブノサビスヲヨービホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "de.tsv.gz": "7187f90708f6f1fc",
@@ -115,12 +117,12 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "pt.tsv.gz": "bf09f633ca247c24",
 }
 EXACT = {
-    "en.flac": "this be require one or more use a done to be installed or update not in do you want to try to install them",
-    "fr.flac": "les cadres peuvent être les de façon à ce que le texte puis espaces de alors comment publication astre pardi nature",
+    "en.flac": "this be require one or more use a done to be installed or update note join do you want to try to install them",
+    "fr.flac": "les cadres peuvent être les de façon à ce que le texte puis espaces de alors comment publication site par ordinateur",
     "de.flac": "wir sollten nicht immer nur an die dunklen tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se apliquen para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
-    "ja.flac": "これら一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
+    "ja.flac": "これら一部のサービスを曜日ホストに関連する接続のデータの転送率を制限します",
 }
 
 
@@ -146,7 +148,8 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
 # with soup-ef (session 16): en 53.8, fr 80.8, de 0.0, es 0.0, pt 11.1, ja 10.8;
 # with soup-efj (session 22): en 50.0, fr 88.5, de 8.3, es 0.0, pt 11.1, ja 10.8;
 # with swa-l (session 24): en 61.5, fr 96.2, de 0.0, es 0.0, pt 11.1, ja 10.8; the same weights with
-# `ctc_tempo` (session 25): en 38.5, fr 50.0, de 0.0, es 0.0, pt 11.1, ja 10.8.
+# `ctc_tempo` (session 25): en 38.5, fr 50.0, de 0.0, es 0.0, pt 11.1, ja 10.8; soup-ln (session 27): en 34.6,
+# fr 42.3, de 0.0, es 0.0, pt 11.1, ja 10.8.
 WER_BOUND = {"en": 45.0, "fr": 58.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 

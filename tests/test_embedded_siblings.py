@@ -49,13 +49,13 @@ def test_siblings_store_only_what_differs_from_the_default(name):
 
 
 # The siblings read their encoder from `assets/default`, so their outputs are pinned for that model too.
-DEFAULT_SHA256 = "d1fe581b99c862daf806c5057f553b013a9b2dd30901a6cee0ae22537c36fe2f"
+DEFAULT_SHA256 = "fa45e962b3713fb1cc096d846cebcc928c1d9edc40ab81f4fecc19c2fea6d713"
 NAR_SHA256 = "62f1ea003ef8a9687b3e4f88eb12ba4531ca0553c4d8154d6be62daca674a412"
 NAR_EXACT = {
-    "en.flac": "This is be the, one or more you a a to be a and on the data the the a,, you want to aight in all them.",
-    "fr.flac": "Lesques peut être sont à que le texte pas de la zone, comme à à par pasateur.",
-    "de.flac": "Wirten nicht immer man nur, die den plan, unslich es le Leben denken.",
-    "es.flac": "Especificapecifique que los para de la imora a para imprim, como para formato a lavisaciónación ena.",
+    "en.flac": "This be the, one or more you a a as to be a and on the data the the a,, you want to tright in all them.",
+    "fr.flac": "Lesques peut être de défaut à que le texte pas de la zone, comme modificationsation à par pasateur.",
+    "de.flac": "Wir wirten nicht immer man nur, die den plan, unslich es le Leben denken.",
+    "es.flac": "Especificapecifique que los para de la imora a para imprim, como para formato a lavisación en.",
     "pt.flac": "Se a información de conta seráamente eliminarada",
 }
 
@@ -74,10 +74,11 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
 PLUS_SHA256 = "a84db16e6befff91159e79c26f6945109e2b6d5272b2f2bcaead7f5b39000825"
 PLUS_TURNS = [
     ("Speaker 1", "Padrãoia de array"),
-    ("Speaker 2", "Na de inserir como o qual Na pésira de autenticar"),
-    ("Speaker 3", "Penso"),
-    ("Speaker 1", "Ao Padrão evolui este caminho para o canto inferiorou"),
-    ("Speaker 2", "Ajustar umÄndente no dispositivo"),
+    ("Speaker 2", "Na de inserir o computador de tipo"),
+    ("Speaker 1", "Na pena de não, exceto o ângulo original"),
+    ("Speaker 2", "Na o terminador"),
+    ("Speaker 1", "A chave expirou O arquivo de que não é tente."),
+    ("Speaker 2", "O arquivo desligado é sobre uma camada, canto mais convener só:"),
 ]  # fmt: skip
 
 
@@ -106,8 +107,8 @@ def test_plus_sibling_times_words_with_its_own_tags(plus):
 def test_ctc_aligner_times_the_reference_words_of_a_conversation():
     """Given the right words, the default model's char-CTC forced alignment places their ends within
     200 ms of the synthesis times for most words (measured with the char head on the last block, the
-    config's `ctc_char_layer`: mean 102 ms, 88 % within 200 ms on this sample with swa-l's encoder
-    (session 24), 103 ms and 90 % with soup-efj's and with soup-ef's, 112 ms
+    config's `ctc_char_layer`: mean 102 ms, 88 % within 200 ms on this sample with soup-ln's encoder
+    (session 27) and with swa-l's (session 24), 103 ms and 90 % with soup-efj's and with soup-ef's, 112 ms
     and 88 % with grow8e's, 103 ms and 88 % with grow8c's, 105 ms
     and 85 % with joint27's, 116 ms and 80 % with joint25c's; over conv-val 62 ms and 93 % at the mid
     layer)."""
