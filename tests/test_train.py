@@ -427,9 +427,9 @@ def test_char_upsample_gives_the_head_more_label_frames_and_resumes(corpus, lm_c
 
 
 def test_rebuild_keeps_every_tensor_the_new_preset_can_hold(corpus, lm_checkpoint, tmp_path):
-    """`--rebuild --preset tiny-plus` turns the tiny LM checkpoint into the Plus layout (layer 3 joins
-    the encoder output, so the projector reads twice the width): the decoder is the checkpoint's, the
-    tensors whose shape changed start fresh, and the tokenizer travels with it."""
+    """`--rebuild --preset tiny-plus` turns the tiny LM checkpoint into the Plus layout (block 1's output
+    joins the encoder output, so the projector reads twice the width): the decoder is the checkpoint's,
+    only projector tensors change shape, and the tokenizer travels with it."""
     out = tmp_path / "rebuilt"
     args = _encoder_args(corpus, lm_checkpoint, tmp_path) + ["--rebuild", "--preset", "tiny-plus"]
     recipe.main(args + _common(out, 1) + ["--batch-seconds", "20", "--fp32"])

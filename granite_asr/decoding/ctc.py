@@ -30,8 +30,9 @@ def char_logits(model: nn.Module, enc: EncoderOutput) -> torch.Tensor:
 
 
 def char_lengths(model: nn.Module, enc: EncoderOutput) -> torch.Tensor:
-    """(B,) valid frames of `char_logits(model, enc)`."""
-    return model.encoder.char_lengths(enc, final=model.config.ctc_char_layer == "final")
+    """(B,) valid frames of `char_logits(model, enc)`: `FrameGeometry.char_frames`, the one place that
+    knows which head the checkpoint reads and its label rate (the engine's frame times use it too)."""
+    return model.geometry.char_frames(enc.lengths)
 
 
 def char_greedy(model: nn.Module, enc: EncoderOutput, logits: torch.Tensor | None = None) -> list[str]:

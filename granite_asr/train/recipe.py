@@ -134,7 +134,6 @@ def _upsample_char_head(old: torch.nn.Module, factor: int) -> torch.nn.Module:
     model = _copy_into(cfg.replace(encoder=dataclasses.replace(cfg.encoder, char_upsample=factor)), old)
     if factor > 1:
         model.encoder.reset_char_upsample()
-    model.chat_template = getattr(old, "chat_template", None)
     print(f"char head: {factor} labels per encoder frame", flush=True)
     return model
 
@@ -177,12 +176,12 @@ def _documents(args) -> list[str]:
 
 def _copy_into(cfg, old: torch.nn.Module) -> torch.nn.Module:
     """A new model of config `cfg` holding every tensor of `old` whose name and shape match, and `old`'s
-    tokenizer; the rest keep their fresh initialisation."""
+    tokenizer and chat template; the rest keep their fresh initialisation."""
     model = build_model(cfg)
     own = model.state_dict()
     kept = {k: v for k, v in old.state_dict().items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(kept, strict=False)
-    model.tokenizer = old.tokenizer
+    model.tokenizer, model.chat_template = old.tokenizer, getattr(old, "chat_template", None)
     print(f"{len(kept)}/{len(own)} tensors copied", flush=True)
     return model
 
