@@ -139,6 +139,8 @@ def test_resume_continues_the_same_curve(corpus, lm_checkpoint, tmp_path):
         "24",
         "--eq-db",
         "6",
+        "--tempo",
+        "1.3",
         "--spec-augment",
     ]
     recipe.main(args + _common(tmp_path / "straight", 8) + extra)
@@ -237,6 +239,27 @@ def test_vtlp_moves_formants_and_keeps_padding():
     peaks = y[:, 0, :80].argmax(-1)
     assert torch.equal(peaks, y[:, 0, 80:].argmax(-1))  # the same warp for every stacked frame
     assert (peaks != 40).any() and ((peaks - 40).abs() <= 10).all()
+
+
+def test_random_tempo_slows_rows_and_restacks_them():
+    from granite_asr.train.data import random_tempo
+
+    b, t, stack, n_mels = 4, 12, 2, 80
+    ramp = torch.arange(t * stack, dtype=torch.float32)  # mel frame k holds the value k in every bin
+    x = ramp[None, :, None].expand(b, -1, n_mels).reshape(b, t, stack * n_mels).clone()  # (B, T, D)
+    lengths = torch.tensor([12, 9, 5, 12])
+    for i, n in enumerate(lengths.tolist()):
+        x[i, n:] = 0.0  # padding
+    rng = np.random.default_rng(0)
+    same, kept = random_tempo(x, lengths, n_mels, rng, max_tempo=1.0)
+    assert torch.equal(kept, lengths) and torch.equal(same, x)
+    y, new = random_tempo(x, lengths, n_mels, np.random.default_rng(3), max_tempo=1.5, p=1.0)
+    assert (new >= lengths).all() and (new > lengths).any() and y.shape == (b, int(new.max()), stack * n_mels)
+    assert (new <= (lengths.double() * 1.5).ceil()).all()
+    for i, (n0, n) in enumerate(zip(lengths.tolist(), new.tolist(), strict=True)):
+        mel = y[i, :n].reshape(n * stack, n_mels)[:, 0]  # (M',) the stretched ramp, restacked in order
+        assert mel[0] == 0.0 and (mel.diff() > 0).all() and mel[-1] <= n0 * stack - 1 + 1e-4
+        assert torch.all(y[i, n:] == 0)  # padding stays zero
 
 
 def test_random_eq_colours_each_utterance_smoothly_and_keeps_padding():

@@ -120,6 +120,15 @@ def log_mel(waveform: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     return log_compress(power_mel(waveform, cfg))
 
 
+def stretch_time(mel: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, M, N) log-mel → (B, size, N), its time axis resampled linearly (ends kept): the same spectra
+    spoken M/size as fast, pitch and formants unchanged. One definition for the engine's re-encoding of
+    saturated clips (`clip_features(tempo=...)`) and training's tempo perturbation
+    (`train.data.random_tempo`), so the model trains on exactly what the engine feeds it."""
+    out = torch.nn.functional.interpolate(mel.transpose(1, 2), size=size, mode="linear", align_corners=True)
+    return out.transpose(1, 2)  # (B, size, N)
+
+
 def stack_frames(mel: torch.Tensor, frames_stacked: int) -> torch.Tensor:
     """(B, s·T, N) → (B, T, s·N): frame s·k in dims 0..N-1, frame s·k+1 in dims N..2N-1, … (SPEC §2.2)."""
     b, m, n = mel.shape
@@ -223,11 +232,7 @@ class FeatureExtractor:
         mel = power_mel(clip, self.features)  # (1, M, N)
         x = log_compress(mel[:, :used]) if self.geometry.nar else log_compress(mel)  # (1, M, N)
         if tempo != 1.0:
-            size = int(self.geometry.mel_frames(clip.shape[-1], tempo))
-            x = torch.nn.functional.interpolate(
-                x.transpose(1, 2), size=size, mode="linear", align_corners=True
-            )
-            x = x.transpose(1, 2)  # (1, M', N)
+            x = stretch_time(x, int(self.geometry.mel_frames(clip.shape[-1], tempo)))  # (1, M', N)
         return stack_frames(x[:, :used], self.geometry.frames_stacked)[0]  # (T, D)
 
     def __call__(self, audios, device=None, tempo: float = 1.0) -> AudioBatch:

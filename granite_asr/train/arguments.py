@@ -67,6 +67,11 @@ def _add_augment_arguments(ap: argparse.ArgumentParser) -> None:
         help="random spectral colouring: peak gain (dB) of a smooth per-utterance mel-axis curve (e.g. 6)",
     )  # fmt: skip
     ap.add_argument(
+        "--tempo", type=float, default=1.0,
+        help="tempo perturbation: half the utterances slowed by up to this factor (e.g. 1.3; "
+        "log-mel resampled in time, pitch kept); not for the Plus stage, whose word times it would move",
+    )  # fmt: skip
+    ap.add_argument(
         "--gain-db", type=float, default=0.0,
         help="recording level: half the utterances made quieter by up to this many dB (e.g. 24)",
     )  # fmt: skip

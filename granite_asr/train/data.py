@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..audio.features import FeatureExtractor
+from ..audio.features import FeatureExtractor, stretch_time
 from ..config import SpeechConfig
 
 
@@ -195,6 +195,35 @@ def random_gain(
     shift = torch.from_numpy(db / 10.0 / 4.0).to(x.dtype)  # dB → log10 power → feature units
     valid = (torch.arange(t)[None] < lengths[:, None]).to(x.dtype)  # (B, T)
     return x + (shift[:, None] * valid)[:, :, None]
+
+
+def random_tempo(
+    x: torch.Tensor,
+    lengths: torch.Tensor,
+    n_mels: int,
+    rng: np.random.Generator,
+    max_tempo: float,
+    p: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tempo perturbation: with probability `p` an utterance's log-mel is stretched in time by its own
+    τ ∈ [1, max_tempo] (`audio.features.stretch_time`, the resampling the engine applies when it
+    re-encodes a clip whose char head ran out of frames, RESULTS session 25), then restacked. The model
+    thus trains on the slowed spectra it is fed at inference, and a row too fast for its 25 Hz char
+    frames (dropped by `zero_infinity`) gets the frames to be learnt from. Returns the new features
+    (B, T', D), zero-padded, and lengths (B,). x (B, T, D)."""
+    b, _, d = x.shape
+    stack = d // n_mels
+    taus = np.where(rng.random(b) < p, rng.uniform(1.0, max_tempo, b), 1.0)  # (B,)
+    rows = []
+    for i in range(b):
+        n = int(lengths[i])
+        mel = x[i, :n].reshape(1, n * stack, n_mels)  # (1, M, N)
+        if taus[i] != 1.0:
+            size = round(n * stack * float(taus[i])) // stack * stack
+            mel = stretch_time(mel, size)  # (1, M', N)
+        rows.append(mel.reshape(-1, d))  # (T', D)
+    new_lengths = torch.tensor([r.shape[0] for r in rows], dtype=lengths.dtype)
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), new_lengths  # (B, T', D)
 
 
 def collate(cache: FeatureCache, batch: list[Utterance]) -> FeatureBatch:

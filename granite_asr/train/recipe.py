@@ -37,7 +37,16 @@ from . import distributed, plus, word_lms
 from . import objectives as obj
 from .arguments import parser
 from .average import average_checkpoints
-from .data import FeatureCache, collate, epoch_batches, random_eq, random_gain, spec_augment, vtlp
+from .data import (
+    FeatureCache,
+    collate,
+    epoch_batches,
+    random_eq,
+    random_gain,
+    random_tempo,
+    spec_augment,
+    vtlp,
+)
 from .encoded import EncodedCache, encoded_speech_loss
 from .loop import LoopConfig, Trainer
 from .text_data import lm_batches, train_tokenizer, training_text
@@ -73,12 +82,19 @@ def _feature_batches(model, args):
             Path(args.corpus) / f"{split}.jsonl", Path(args.cache), split, model.config
         )
     rng = np.random.default_rng(args.seed)
+    # its own stream, so runs without --tempo draw every other augmentation exactly as before
+    tempo_rng = np.random.default_rng(args.seed + 3)
+    if args.tempo != 1.0 and model.geometry.nar:
+        raise ValueError("--tempo applies to the AR/Plus geometry only (the NAR's frames are fixed)")
     epoch = 0
     while True:
         for b in epoch_batches(
             cache, args.batch_seconds, model.geometry.encoder_frame_seconds, 64, args.seed + epoch
         ):
             fb = collate(cache, b)
+            if args.tempo != 1.0:
+                n_mels = model.config.features.n_mels
+                fb.features, fb.lengths = random_tempo(fb.features, fb.lengths, n_mels, tempo_rng, args.tempo)
             if args.vtlp:
                 fb.features = vtlp(fb.features, model.config.features.n_mels, rng, args.vtlp)
             if args.eq_db:
@@ -296,6 +312,8 @@ def _speech_on(model, args, examples, rng, recipe: dict) -> None:
 def stage_plus(args) -> None:
     """The Plus sibling (`train/plus.py`): an AR checkpoint in the Plus composition (or a Plus checkpoint,
     e.g. the official 2b-plus), projector + decoder trained on speaker-turn and word-time prompts."""
+    if args.tempo != 1.0:  # the `[T:cs]` targets are the synthesis-time word ends of the unstretched audio
+        raise ValueError("--tempo would move the word times the Plus stage trains on; leave it at 1")
     model = _load_init(args)
     if model.variant == "ar":
         model = plus.plus_from_ar(model)
