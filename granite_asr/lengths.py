@@ -59,12 +59,21 @@ class FrameGeometry:
     # ------------------------------------------------------------------ counts (ints or LongTensors)
     def mel_frames(self, num_samples, tempo: float = 1.0):
         """Mel frames of a clip; with `tempo` ≠ 1, the count after its time axis is resampled."""
-        mel = num_samples // self.hop_length + 1
+        return self.stretched(num_samples // self.hop_length + 1, tempo)
+
+    @staticmethod
+    def stretched(mel_frames, tempo: float):
+        """M' = round(M · τ): mel frames after the time axis is resampled by `tempo` (1: unchanged)."""
         if tempo == 1.0:
-            return mel
-        if isinstance(mel, torch.Tensor):
-            return torch.round(mel.double() * tempo).long()
-        return round(mel * tempo)
+            return mel_frames
+        if isinstance(mel_frames, torch.Tensor):
+            return torch.round(mel_frames.double() * tempo).long()
+        return round(mel_frames * tempo)
+
+    def stretched_encoder_frames(self, encoder_frames: int, tempo: float) -> int:
+        """Encoder frames after `tempo` stretches the mel frames an encoder sequence was stacked from
+        (training's tempo perturbation of cached features): stretched(T · s) // s."""
+        return self.stretched(encoder_frames * self.frames_stacked, tempo) // self.frames_stacked
 
     def encoder_frames(self, num_samples, tempo: float = 1.0):
         if self.nar:

@@ -242,18 +242,20 @@ def test_vtlp_moves_formants_and_keeps_padding():
 
 
 def test_random_tempo_slows_rows_and_restacks_them():
+    from granite_asr.lengths import FrameGeometry
     from granite_asr.train.data import random_tempo
 
     b, t, stack, n_mels = 4, 12, 2, 80
+    geometry = FrameGeometry(16000, 160, stack, 15, 5, 4, nar=False)
     ramp = torch.arange(t * stack, dtype=torch.float32)  # mel frame k holds the value k in every bin
     x = ramp[None, :, None].expand(b, -1, n_mels).reshape(b, t, stack * n_mels).clone()  # (B, T, D)
     lengths = torch.tensor([12, 9, 5, 12])
     for i, n in enumerate(lengths.tolist()):
         x[i, n:] = 0.0  # padding
     rng = np.random.default_rng(0)
-    same, kept = random_tempo(x, lengths, n_mels, rng, max_tempo=1.0)
+    same, kept = random_tempo(x, lengths, geometry, rng, max_tempo=1.0)
     assert torch.equal(kept, lengths) and torch.equal(same, x)
-    y, new = random_tempo(x, lengths, n_mels, np.random.default_rng(3), max_tempo=1.5, p=1.0)
+    y, new = random_tempo(x, lengths, geometry, np.random.default_rng(3), max_tempo=1.5, p=1.0)
     assert (new >= lengths).all() and (new > lengths).any() and y.shape == (b, int(new.max()), stack * n_mels)
     assert (new <= (lengths.double() * 1.5).ceil()).all()
     for i, (n0, n) in enumerate(zip(lengths.tolist(), new.tolist(), strict=True)):

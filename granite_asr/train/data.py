@@ -20,6 +20,7 @@ import torch
 
 from ..audio.features import FeatureExtractor, stretch_time
 from ..config import SpeechConfig
+from ..lengths import FrameGeometry
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def random_gain(
 def random_tempo(
     x: torch.Tensor,
     lengths: torch.Tensor,
-    n_mels: int,
+    geometry: FrameGeometry,
     rng: np.random.Generator,
     max_tempo: float,
     p: float = 0.5,
@@ -212,15 +213,15 @@ def random_tempo(
     frames (dropped by `zero_infinity`) gets the frames to be learnt from. Returns the new features
     (B, T', D), zero-padded, and lengths (B,). x (B, T, D)."""
     b, _, d = x.shape
-    stack = d // n_mels
+    stack = geometry.frames_stacked
     taus = np.where(rng.random(b) < p, rng.uniform(1.0, max_tempo, b), 1.0)  # (B,)
     rows = []
     for i in range(b):
         n = int(lengths[i])
-        mel = x[i, :n].reshape(1, n * stack, n_mels)  # (1, M, N)
+        mel = x[i, :n].reshape(1, n * stack, d // stack)  # (1, M, N)
         if taus[i] != 1.0:
-            size = round(n * stack * float(taus[i])) // stack * stack
-            mel = stretch_time(mel, size)  # (1, M', N)
+            frames = geometry.stretched_encoder_frames(n, float(taus[i]))
+            mel = stretch_time(mel, frames * stack)  # (1, M', N)
         rows.append(mel.reshape(-1, d))  # (T', D)
     new_lengths = torch.tensor([r.shape[0] for r in rows], dtype=lengths.dtype)
     return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), new_lengths  # (B, T', D)

@@ -93,8 +93,9 @@ def _feature_batches(model, args):
         ):
             fb = collate(cache, b)
             if args.tempo != 1.0:
-                n_mels = model.config.features.n_mels
-                fb.features, fb.lengths = random_tempo(fb.features, fb.lengths, n_mels, tempo_rng, args.tempo)
+                fb.features, fb.lengths = random_tempo(
+                    fb.features, fb.lengths, model.geometry, tempo_rng, args.tempo
+                )
             if args.vtlp:
                 fb.features = vtlp(fb.features, model.config.features.n_mels, rng, args.vtlp)
             if args.eq_db:
