@@ -48,7 +48,8 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # and es samples are re-encoded): en 22.2, fr 15.9, de 10.1, es 3.2, pt 4.5, ja 6.4; soup-ln (session 27,
 # the mean of swa-l and grow12c's last nine snapshots, tempo rule on): en 19.8, fr 19.7, de 5.8, es 3.2,
 # pt 4.5, ja 8.5; soup-tc (session 28, the mean of soup-ln, swa-t and swa-c): en 21.4, fr 21.2, de 7.2,
-# es 2.4, pt 4.5, ja 6.4.
+# es 2.4, pt 4.5, ja 6.4; soup-14 (session 29, the mean of soup-tc and grow14's last 17 snapshots): en 19.0,
+# fr 20.5, de 10.1, es 3.2, pt 4.5, ja 6.4.
 CER_BOUND = {"en": 28.0, "fr": 22.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
@@ -100,14 +101,14 @@ def test_transcript_of_bundled_sample(greedy, item):
 # LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
 # the texts (RESULTS.md).
-MODEL_SHA256 = "f36a5f931b8f2567d778e7a7ba3f7e9fe2925a8bbf43a03c21fa86060d2a12c3"
+MODEL_SHA256 = "5a5dc3fac0988a7f962b0d7265b937c89ca9ecdafc48359ec8b3a275cb0a67b4"
 EXACT_GREEDY = {
-    "en.flac": "this be requize one or mall use a ay dadons to be installd or up dated anod otor join do you want to trite install them",
-    "fr.flac": "les catre peuve être lier de faot à ce que le texte puicespaces de le nalotres comment publication asistés par ordinateur",
-    "de.flac": "wier sollten nicht imarnur an die dunklen tage unseres lebensdenken",
-    "es.flac": "especifica que los pará metros de la impresora se apliquen para imprimir asi como para formatear la visualización en pantala",
+    "en.flac": "this beme requize one or mal use a may dadons to be installd or up dated anod oto join do you want to trite install them",
+    "fr.flac": "les catre peuve être lier de fason à ce que le texte puicespaces de le nalotres comment publication asistés par ordinateur",
+    "de.flac": "wier solten nicht imarnur an die dunklen tager unseres lebensdenken",
+    "es.flac": "especifica que los pará metros de la impresora se a pliquen para imprimir asi como para formatear la visualización en panta la",
     "pt.flac": "se proceguir a informação de conta sera definitivamente eliminada",
-    "ja.flac": "コレライチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
+    "ja.flac": "コレイチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "de.tsv.gz": "7187f90708f6f1fc",
@@ -119,11 +120,11 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
 }
 EXACT = {
     "en.flac": "this be require one or more use done to be installed or update not to join do you want to try to install them",
-    "fr.flac": "les cadres perles de façon à ce que le texte puis espaces de l alors comment publication site par ordinateur",
+    "fr.flac": "les cadres perles de façon à ce que le texte puisse de alors comment publication site par ordinateur",
     "de.flac": "wir sollten nicht immer nur an die dunklen tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se apliquen para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",
-    "ja.flac": "これら一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
+    "ja.flac": "これ一部のサービスを予備ホストに関連する接続のデータの転送率を制限します",
 }
 
 
@@ -151,7 +152,7 @@ def test_exact_transcripts_of_the_shipped_model(batch, greedy):
 # with swa-l (session 24): en 61.5, fr 96.2, de 0.0, es 0.0, pt 11.1, ja 10.8; the same weights with
 # `ctc_tempo` (session 25): en 38.5, fr 50.0, de 0.0, es 0.0, pt 11.1, ja 10.8; soup-ln (session 27): en 34.6,
 # fr 42.3, de 0.0, es 0.0, pt 11.1, ja 10.8; soup-tc (session 28): en 30.8, fr 46.2, de 0.0, es 0.0, pt 11.1,
-# ja 10.8.
+# ja 10.8; soup-14 (session 29): en 30.8, fr 46.2, de 0.0, es 0.0, pt 11.1, ja 10.8.
 WER_BOUND = {"en": 45.0, "fr": 58.0, "de": 17.0, "es": 10.0, "pt": 15.0, "ja": 16.0}
 
 

@@ -49,14 +49,14 @@ def test_siblings_store_only_what_differs_from_the_default(name):
 
 
 # The siblings read their encoder from `assets/default`, so their outputs are pinned for that model too.
-DEFAULT_SHA256 = "f36a5f931b8f2567d778e7a7ba3f7e9fe2925a8bbf43a03c21fa86060d2a12c3"
+DEFAULT_SHA256 = "5a5dc3fac0988a7f962b0d7265b937c89ca9ecdafc48359ec8b3a275cb0a67b4"
 NAR_SHA256 = "62f1ea003ef8a9687b3e4f88eb12ba4531ca0553c4d8154d6be62daca674a412"
 NAR_EXACT = {
-    "en.flac": "This be a, one or more your a a a to be a and or a data the the to to,, you want to tright in all them.",
-    "fr.flac": "Lesques peuvent être défaut à que le texte pas de l la zone, comme modificationsationé par enateur.",
-    "de.flac": "Wir wirten nicht immer nur an die den planen, unsliches Leben, denken.",
-    "es.flac": "Especificapecifique que los para de la imora se a para imprim, como para formato a lavisación en.",
-    "pt.flac": "Se segu a información de conta seráamente eliminarada",
+    "en.flac": "This be a, one or more use a a and to be a and or ab data the the to to,, you want to aight in all them.",
+    "fr.flac": "Lesques peuvent être sont à que le texte pas de l la zone, comme modificationsation à par enantateurure.",
+    "de.flac": "Wir nicht immer nur an die den Kenage unsliches Leben, denken.",
+    "es.flac": "Especificapecifique que los para de la imora se a para imprim, como para formato a lavisaciónación en.",
+    "pt.flac": "Se segu a información de conta seráamente eliminar selecionada",
 }
 
 
@@ -74,11 +74,12 @@ def test_nar_sibling_edits_in_one_pass_batched_as_alone():
 PLUS_SHA256 = "a84db16e6befff91159e79c26f6945109e2b6d5272b2f2bcaead7f5b39000825"
 PLUS_TURNS = [
     ("Speaker 1", "Padrãoia de array"),
-    ("Speaker 2", "Na de inserir como o qual Na pésira de autenticar"),
-    ("Speaker 3", "Penso"),
-    ("Speaker 1", "Padrão da linha da grade que é torne Escala de grade no modoatenario por zero"),
-    ("Speaker 1", "Naación de encerrado en que acaba por falta."),
-    ("Speaker 1", "A cargo."),
+    ("Speaker 2", "Nome ou fue inaigem para obter configurações"),
+    ("Speaker 1", "Na pc para mais estraga."),
+    ("Speaker 2", "Escala de grade"),
+    ("Speaker 1", "A chave expirou"),
+    ("Speaker 2", "Ajustar opções de rodapé novamente Ou então é inactiva ou reduzir."),
+    ("Speaker 1", "Ajustar opções de rodapés na lista."),
 ]  # fmt: skip
 
 
