@@ -49,7 +49,8 @@ ITEMS = json.loads((SAMPLES / "samples.json").read_text("utf-8"))
 # the mean of swa-l and grow12c's last nine snapshots, tempo rule on): en 19.8, fr 19.7, de 5.8, es 3.2,
 # pt 4.5, ja 8.5; soup-tc (session 28, the mean of soup-ln, swa-t and swa-c): en 21.4, fr 21.2, de 7.2,
 # es 2.4, pt 4.5, ja 6.4; soup-14 (session 29, the mean of soup-tc and grow14's last 17 snapshots): en 19.0,
-# fr 20.5, de 10.1, es 3.2, pt 4.5, ja 6.4.
+# fr 20.5, de 10.1, es 3.2, pt 4.5, ja 6.4; soup-15 (session 30, the mean of soup-14 and grow15's last 17
+# snapshots): en 19.0, fr 21.2, de 11.6, es 4.0, pt 4.5, ja 8.5.
 CER_BOUND = {"en": 28.0, "fr": 22.0, "de": 18.0, "es": 11.0, "pt": 11.0, "ja": 11.0}
 
 
@@ -101,14 +102,14 @@ def test_transcript_of_bundled_sample(greedy, item):
 # LM states that it needs new values (and read where its config.json says: `ctc_char_layer`).
 # Regenerate: transcribe the samples with `granite_asr.load_model()` (and `word_lm="none"`) and copy
 # the texts (RESULTS.md).
-MODEL_SHA256 = "5a5dc3fac0988a7f962b0d7265b937c89ca9ecdafc48359ec8b3a275cb0a67b4"
+MODEL_SHA256 = "fcedc67244cd3e57c413208ed6d6db20afa55342e6586901758df3ab60360c75"
 EXACT_GREEDY = {
-    "en.flac": "this beme requize one or mal use a may dadons to be installd or up dated anod oto join do you want to trite install them",
-    "fr.flac": "les catre peuve être lier de fason à ce que le texte puicespaces de le nalotres comment publication asistés par ordinateur",
-    "de.flac": "wier solten nicht imarnur an die dunklen tager unseres lebensdenken",
-    "es.flac": "especifica que los pará metros de la impresora se a pliquen para imprimir asi como para formatear la visualización en panta la",
+    "en.flac": "this beme requize one or mor us amay dadons to beinstalld or updated anod outoe join do you want to trite install them",
+    "fr.flac": "les catres peuve être lier de faont à ce que le texte piespacés de le nalotre comment publication asistés par ordinateur",
+    "de.flac": "wier sollten nicht imarnur an die dun kluen tager unseres lebensdenken",
+    "es.flac": "especifica que los pará metros de la impresora se a pliqen para imprimir asi como para formatear la visualización en pantala",
     "pt.flac": "se proceguir a informação de conta sera definitivamente eliminada",
-    "ja.flac": "コレイチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソーリツヲセーゲンシマス",
+    "ja.flac": "コレイチブノサビスヲヨビホストニカンレンスルセツゾクノデータノテンソリツヲセーゲンシマス",
 }
 WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "de.tsv.gz": "7187f90708f6f1fc",
@@ -119,8 +120,8 @@ WORD_LM_SHA256 = {  # first 16 hex digits of each file's sha256
     "pt.tsv.gz": "bf09f633ca247c24",
 }
 EXACT = {
-    "en.flac": "this be require one or more use done to be installed or update not to join do you want to try to install them",
-    "fr.flac": "les cadres perles de façon à ce que le texte puisse de alors comment publication site par ordinateur",
+    "en.flac": "this be require one or more user done to be installed or update not to join do you want to try to install them",
+    "fr.flac": "les cadres peuvent être lier de façon à ce que le texte puisse de l alors comment publication aster pardi nature",
     "de.flac": "wir sollten nicht immer nur an die dunklen tage unseres lebens denken",
     "es.flac": "especifica que los parámetros de la impresora se apliquen para imprimir así como para formatear la visualización en pantalla",
     "pt.flac": "se prosseguir a informação de conta será definitivamente eliminado",

@@ -49,14 +49,14 @@ def test_siblings_store_only_what_differs_from_the_default(name):
 
 
 # The siblings read their encoder from `assets/default`, so their outputs are pinned for that model too.
-DEFAULT_SHA256 = "5a5dc3fac0988a7f962b0d7265b937c89ca9ecdafc48359ec8b3a275cb0a67b4"
+DEFAULT_SHA256 = "fcedc67244cd3e57c413208ed6d6db20afa55342e6586901758df3ab60360c75"
 NAR_SHA256 = "62f1ea003ef8a9687b3e4f88eb12ba4531ca0553c4d8154d6be62daca674a412"
 NAR_EXACT = {
-    "en.flac": "This be a, one or more use a a and to be a and or ab data the the to to,, you want to aight in all them.",
-    "fr.flac": "Lesques peuvent être sont à que le texte pas de l la zone, comme modificationsation à par enantateurure.",
-    "de.flac": "Wir nicht immer nur an die den Kenage unsliches Leben, denken.",
-    "es.flac": "Especificapecifique que los para de la imora se a para imprim, como para formato a lavisaciónación en.",
-    "pt.flac": "Se segu a información de conta seráamente eliminar selecionada",
+    "en.flac": "This be a, one or more your a a and to be a and or and data the the to to,, you want to tright in all them.",
+    "fr.flac": "Lesques peuvent être de sont à que le texte pas de la zone, comme modificationsation àité par pasateurure.",
+    "de.flac": "Wir nicht immer nur an die den Ken, unsliches Leben, denkenen.",
+    "es.flac": "Especificapecifique que los para de la imora se a para imprim, como para formato a lavisaciónación en para deia.",
+    "pt.flac": "Se o você segu a información informação de conta serátivamente eliminar selecionada.",
 }
 
 
@@ -79,7 +79,7 @@ PLUS_TURNS = [
     ("Speaker 2", "Escala de grade"),
     ("Speaker 1", "A chave expirou"),
     ("Speaker 2", "Ajustar opções de rodapé novamente Ou então é inactiva ou reduzir."),
-    ("Speaker 1", "Ajustar opções de rodapés na lista."),
+    ("Speaker 1", "A pasta onde as gravações."),
 ]  # fmt: skip
 
 
@@ -99,7 +99,7 @@ def test_plus_sibling_writes_speaker_turns(plus):
 def test_plus_sibling_times_words_with_its_own_tags(plus):
     res = plus.transcribe(str(SAMPLES / CONVERSATION["file"]), model_timestamps=True, progress=False)
     words = res.words
-    assert len(words) > 20 and res.text.startswith("Pensé que a pasión")
+    assert len(words) > 20 and res.text.startswith("Pensé de referência")
     starts = [w.start for w in words]
     assert starts == sorted(starts) and all(0 <= w.start <= w.end <= 25.74 for w in words)
     assert "[T:" not in res.text and "_" not in res.text.split()  # tags parsed away, silences dropped
